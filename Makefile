@@ -1,0 +1,56 @@
+# Every target builds what it needs; `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PROTO_FILES := $(shell find protos -name '*.proto')
+
+.PHONY: venv glance-venv proto proto-check lint test run clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(INSTALLED)
+
+# Glance gets its own virtualenv (.state/glance-venv): its dependency tree never mixes with ours.
+glance-venv:
+	$(PYTHON) -m localglance install
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+# Regenerates generated/ from protos/ (messages, gRPC stubs and their .pyi type stubs).
+proto: $(INSTALLED)
+	rm -rf generated/glance
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=generated --grpc_python_out=generated \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=generated \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=generated \
+		$(PROTO_FILES)
+	@# protoc writes imports relative to protos/; the code lives in the `generated` package.
+	find generated/glance -name '*.py*' -exec sed -i 's/^from glance\./from generated.glance./' {} +
+	for d in $$(find generated -type d); do touch $$d/__init__.py; done
+
+# Fails when generated/ does not match protos/.
+proto-check: proto
+	@test -z "$$(git status --porcelain -- generated)" || { git status --short -- generated; echo 'generated/ is stale: run make proto and commit'; exit 1; }
+
+lint: $(INSTALLED) $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict gateway
+	$(BUF) lint
+
+test: $(INSTALLED) glance-venv
+	$(BIN)/pytest
+
+# A real local Glance on 127.0.0.1:9292 (data kept in .state/) and the gateway on 50051; Ctrl-C stops both.
+run: $(INSTALLED) glance-venv
+	$(BIN)/python scripts/run_local.py --gateway-port 50051 --glance-port 9292
+
+clean:
+	rm -rf $(VENV) node_modules .state .mypy_cache .ruff_cache .pytest_cache

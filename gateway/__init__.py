@@ -1,0 +1,1 @@
+"""glance-grpc-gateway: a gRPC front door for OpenStack Glance images."""

@@ -1,0 +1,21 @@
+"""`python -m gateway --port 50051 --glance-url http://127.0.0.1:9292`"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.config import parse_settings
+from gateway.server import serve
+
+
+def main() -> None:
+    settings = parse_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request line at INFO; keep that at DEBUG level only.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

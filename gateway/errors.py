@@ -1,0 +1,150 @@
+"""The one table that maps Glance/HTTP outcomes to gRPC statuses, and the error type that carries them."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "glance-grpc-gateway"
+
+
+class Operation(enum.Enum):
+    """What the gateway asked Glance to do; some statuses mean different things per operation."""
+
+    LIST = "list"
+    SHOW = "show"
+    CREATE = "create"
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+    UPDATE = "update"
+    DELETE = "delete"
+    STORES = "stores"
+
+
+class Failure(enum.Enum):
+    """Outcomes that are not an HTTP status from Glance."""
+
+    CONNECT_ERROR = "connect_error"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_BROKEN = "upstream_broken"
+    CLIENT_DEADLINE = "client_deadline"
+    HASH_MISMATCH = "hash_mismatch"
+    SIZE_MISMATCH = "size_mismatch"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row: when `outcome` happens (optionally only for `operation`, or a message containing `hint`)."""
+
+    outcome: int | Failure
+    code: grpc.StatusCode
+    reason: str
+    operation: Operation | None = None
+    hint: str | None = None
+
+    def matches(self, outcome: int | Failure, operation: Operation | None, message: str) -> bool:
+        if self.outcome != outcome:
+            return False
+        if self.operation is not None and self.operation != operation:
+            return False
+        return self.hint is None or self.hint in message.lower()
+
+
+C = grpc.StatusCode
+
+# First matching row wins: specific rows come before the general row for the same status.
+ERROR_TABLE: tuple[Rule, ...] = (
+    Rule(400, C.INVALID_ARGUMENT, "UNKNOWN_STORE", Operation.UPLOAD, "store for identifier"),
+    Rule(400, C.INVALID_ARGUMENT, "BAD_REQUEST"),
+    Rule(401, C.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    Rule(403, C.INVALID_ARGUMENT, "READ_ONLY_ATTRIBUTE", None, "is read-only"),
+    Rule(403, C.INVALID_ARGUMENT, "RESERVED_ATTRIBUTE", None, "is reserved"),
+    Rule(403, C.FAILED_PRECONDITION, "IMAGE_PROTECTED", Operation.DELETE, "protected"),
+    Rule(403, C.FAILED_PRECONDITION, "IMAGE_DEACTIVATED", Operation.DOWNLOAD, "deactivated"),
+    Rule(403, C.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    Rule(404, C.NOT_FOUND, "NOT_FOUND"),
+    Rule(409, C.ALREADY_EXISTS, "IMAGE_ALREADY_EXISTS", Operation.CREATE),
+    Rule(409, C.FAILED_PRECONDITION, "IMAGE_STATE_CONFLICT"),
+    Rule(410, C.ABORTED, "IMAGE_GONE"),
+    Rule(413, C.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),
+    Rule(415, C.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE"),
+    Rule(416, C.OUT_OF_RANGE, "RANGE_NOT_SATISFIABLE"),
+    Rule(429, C.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
+    Rule(500, C.INTERNAL, "GLANCE_INTERNAL_ERROR"),
+    Rule(502, C.UNAVAILABLE, "GLANCE_UNAVAILABLE"),
+    Rule(503, C.UNAVAILABLE, "GLANCE_UNAVAILABLE"),
+    Rule(504, C.DEADLINE_EXCEEDED, "GLANCE_TIMEOUT"),
+    Rule(Failure.CONNECT_ERROR, C.UNAVAILABLE, "GLANCE_UNREACHABLE"),
+    Rule(Failure.UPSTREAM_TIMEOUT, C.DEADLINE_EXCEEDED, "GLANCE_TIMEOUT"),
+    Rule(Failure.UPSTREAM_BROKEN, C.UNAVAILABLE, "GLANCE_CONNECTION_BROKEN"),
+    Rule(Failure.CLIENT_DEADLINE, C.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+    Rule(Failure.HASH_MISMATCH, C.DATA_LOSS, "CHECKSUM_MISMATCH"),
+    Rule(Failure.SIZE_MISMATCH, C.INVALID_ARGUMENT, "SIZE_MISMATCH"),
+)
+
+# A status no row names is Glance doing something this gateway does not understand: never UNKNOWN.
+UNEXPECTED = Rule(0, C.INTERNAL, "UNEXPECTED_GLANCE_STATUS")
+
+
+def lookup(outcome: int | Failure, operation: Operation | None = None, message: str = "") -> Rule:
+    """The first row of ERROR_TABLE that matches, or UNEXPECTED."""
+    for rule in ERROR_TABLE:
+        if rule.matches(outcome, operation, message):
+            return rule
+    return UNEXPECTED
+
+
+@dataclass
+class GatewayError(Exception):
+    """A failure with its gRPC status; the servicer turns it into the call's status with ErrorInfo."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code.name} {self.reason}: {self.message}"
+
+    def to_status(self) -> grpc.Status:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        status: grpc.Status = rpc_status.to_status(proto)
+        return status
+
+
+def invalid_argument(reason: str, message: str, **metadata: str) -> GatewayError:
+    """Bad input found by the gateway itself, before anything is sent to Glance."""
+    return GatewayError(C.INVALID_ARGUMENT, reason, message, dict(metadata))
+
+
+def from_outcome(
+    outcome: int | Failure,
+    operation: Operation | None,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+) -> GatewayError:
+    """The GatewayError for an outcome, through the table."""
+    rule = lookup(outcome, operation, message)
+    details = {k: v for k, v in (metadata or {}).items() if v}
+    if isinstance(outcome, int):
+        details["glance_status"] = str(outcome)
+    return GatewayError(rule.code, rule.reason, message, details)
+
+
+_TAGS = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_glance_message(text: str) -> str:
+    """Glance messages carry HTML noise (`<br /><br />` and trailing newlines) even in JSON bodies."""
+    return _SPACE.sub(" ", _TAGS.sub(" ", text)).strip()

@@ -1,0 +1,302 @@
+"""The one client for Glance's Images API v2: every upstream request goes through here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway.config import Settings
+from gateway.errors import Failure, GatewayError, Operation, clean_glance_message, from_outcome
+
+log = logging.getLogger(__name__)
+
+JSON_PATCH = "application/openstack-images-v2.1-json-patch"
+REQUEST_ID_HEADER = "x-openstack-request-id"
+# Error bodies are short; never read more than this of one.
+MAX_ERROR_BODY = 64 * 1024
+
+JsonObject = dict[str, Any]
+
+
+@dataclass
+class CallContext:
+    """What one gRPC call passes to Glance, and what it learns from it."""
+
+    token: str | None = None
+    request_id: str | None = None
+    # time.monotonic() value of the client's deadline; None means no deadline.
+    deadline: float | None = None
+    # Glance's request ids, in order, for the trailing metadata and error details.
+    glance_request_ids: list[str] = field(default_factory=list)
+
+    def time_remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def without_deadline(self) -> CallContext:
+        """The same caller, for clean-up work that must run even after the deadline passed."""
+        return CallContext(self.token, self.request_id, None, self.glance_request_ids)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["X-Auth-Token"] = self.token
+        if self.request_id:
+            headers["X-Openstack-Request-Id"] = self.request_id
+        return headers
+
+
+@dataclass
+class Download:
+    """An open image data response; the body is read through `chunks`."""
+
+    response: httpx.Response
+    chunk_size: int
+
+    @property
+    def has_data(self) -> bool:
+        # Glance answers 204 for an image without data (queued or saving).
+        return self.response.status_code != 204
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.response.headers.get("content-length")
+        return int(value) if value and value.isdigit() else None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with _transport_errors(Operation.DOWNLOAD, None):
+            async for chunk in self.response.aiter_raw(self.chunk_size):
+                yield chunk
+
+
+class GlanceClient:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._settings = settings
+        self._http = httpx.AsyncClient(
+            base_url=settings.glance_base,
+            transport=transport,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=20),
+            # Only ever the configured Glance: no proxies from the environment, no redirects elsewhere.
+            trust_env=False,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def list_images(self, params: list[tuple[str, str]], call: CallContext) -> JsonObject:
+        return await self._json("GET", "/v2/images", Operation.LIST, call, params=params)
+
+    async def show_image(self, image_id: str, call: CallContext) -> JsonObject:
+        return await self._json("GET", f"/v2/images/{image_id}", Operation.SHOW, call, image_id=image_id)
+
+    async def create_image(self, body: JsonObject, call: CallContext) -> JsonObject:
+        return await self._json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
+
+    async def update_image(self, image_id: str, patch: list[JsonObject], call: CallContext) -> JsonObject:
+        return await self._json(
+            "PATCH",
+            f"/v2/images/{image_id}",
+            Operation.UPDATE,
+            call,
+            image_id=image_id,
+            content=json.dumps(patch).encode(),
+            content_type=JSON_PATCH,
+        )
+
+    async def delete_image(self, image_id: str, call: CallContext) -> None:
+        await self._send("DELETE", f"/v2/images/{image_id}", Operation.DELETE, call, image_id=image_id)
+
+    async def store_ids(self, call: CallContext) -> list[str] | None:
+        """The ids of Glance's stores, or None when Glance has no multi-store support."""
+        request = self._request("GET", "/v2/info/stores", call)
+        response = await self._exchange(request, Operation.STORES, call, None, accept_statuses=(404,))
+        if response.status_code == 404:
+            return None
+        return [str(store["id"]) for store in response.json().get("stores", [])]
+
+    async def upload(
+        self,
+        image_id: str,
+        data: AsyncIterator[bytes],
+        size: int | None,
+        store: str | None,
+        call: CallContext,
+    ) -> None:
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            # A known length lets Glance reject a short body instead of storing it.
+            headers["Content-Length"] = str(size)
+            headers["x-openstack-image-size"] = str(size)
+        if store:
+            headers["X-Image-Meta-Store"] = store
+        request = self._request("PUT", f"/v2/images/{image_id}/file", call, headers=headers, content=data)
+        await self._exchange(request, Operation.UPLOAD, call, image_id)
+
+    @asynccontextmanager
+    async def download(
+        self, image_id: str, byte_range: tuple[int, int | None] | None, call: CallContext
+    ) -> AsyncIterator[Download]:
+        headers = {}
+        if byte_range is not None:
+            first, last = byte_range
+            headers["Range"] = f"bytes={first}-{'' if last is None else last}"
+        request = self._request("GET", f"/v2/images/{image_id}/file", call, headers=headers)
+        with _transport_errors(Operation.DOWNLOAD, image_id):
+            response = await self._http.send(request, stream=True)
+        try:
+            _remember_request_id(response, call)
+            if response.status_code >= 400:
+                raise await _error_from_response(response, Operation.DOWNLOAD, image_id, call)
+            yield Download(response, self._settings.chunk_size)
+        finally:
+            # Closing at once releases the upstream connection when the client cancels mid-stream.
+            await response.aclose()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        call: CallContext,
+        *,
+        headers: dict[str, str] | None = None,
+        params: list[tuple[str, str]] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
+    ) -> httpx.Request:
+        merged = call.headers()
+        merged.update(headers or {})
+        query: list[tuple[str, str | int | float | bool | None]] = list(params or [])
+        return self._http.build_request(
+            method, path, headers=merged, params=query, content=content, timeout=self._timeout(call)
+        )
+
+    def _timeout(self, call: CallContext) -> httpx.Timeout:
+        read = self._settings.read_timeout
+        connect = self._settings.connect_timeout
+        time_remaining = call.time_remaining()
+        if time_remaining is not None:
+            remaining = max(time_remaining, 0.001)
+            read, connect = min(read, remaining), min(connect, remaining)
+        return httpx.Timeout(read, connect=connect)
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        operation: Operation,
+        call: CallContext,
+        *,
+        image_id: str | None = None,
+        params: list[tuple[str, str]] | None = None,
+        json_body: JsonObject | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+    ) -> JsonObject:
+        headers: dict[str, str] = {}
+        if json_body is not None:
+            content = json.dumps(json_body).encode()
+            content_type = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self._request(method, path, call, headers=headers, params=params, content=content)
+        response = await self._exchange(request, operation, call, image_id)
+        try:
+            body = response.json()
+        except ValueError:
+            raise from_outcome(500, operation, "Glance answered with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise from_outcome(500, operation, "Glance answered with JSON that is not an object")
+        return body
+
+    async def _send(
+        self, method: str, path: str, operation: Operation, call: CallContext, *, image_id: str | None = None
+    ) -> httpx.Response:
+        return await self._exchange(self._request(method, path, call), operation, call, image_id)
+
+    async def _exchange(
+        self,
+        request: httpx.Request,
+        operation: Operation,
+        call: CallContext,
+        image_id: str | None,
+        accept_statuses: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """Send a request with a bounded total time, read the whole (small) body, map failures."""
+        budget = call.time_remaining()
+        with _transport_errors(operation, image_id):
+            try:
+                async with asyncio.timeout(budget):
+                    response = await self._http.send(request)
+            except TimeoutError:
+                raise from_outcome(
+                    Failure.CLIENT_DEADLINE, operation, "the call's deadline passed while Glance was working"
+                ) from None
+        _remember_request_id(response, call)
+        if response.status_code >= 400 and response.status_code not in accept_statuses:
+            raise await _error_from_response(response, operation, image_id, call)
+        return response
+
+
+def _remember_request_id(response: httpx.Response, call: CallContext) -> None:
+    request_id = response.headers.get(REQUEST_ID_HEADER)
+    if request_id:
+        call.glance_request_ids.append(request_id)
+
+
+async def _error_from_response(
+    response: httpx.Response, operation: Operation, image_id: str | None, call: CallContext
+) -> GatewayError:
+    raw = b""
+    async for part in response.aiter_bytes():
+        raw += part
+        if len(raw) >= MAX_ERROR_BODY:
+            break
+    message = _error_message(raw[:MAX_ERROR_BODY], response.status_code)
+    metadata = {"image_id": image_id or "", "request_id": response.headers.get(REQUEST_ID_HEADER, "")}
+    log.info("glance %s answered %s: %s", operation.value, response.status_code, message)
+    return from_outcome(response.status_code, operation, message, metadata)
+
+
+def _error_message(raw: bytes, status: int) -> str:
+    text = raw.decode("utf-8", "replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        # Glance's JSON errors: {"message": ..., "code": "404 Not Found", "title": ...}
+        text = str(body.get("message") or body.get("title") or "")
+    message = clean_glance_message(text)
+    return message or f"Glance answered HTTP {status}"
+
+
+@contextmanager
+def _transport_errors(operation: Operation, image_id: str | None) -> Iterator[None]:
+    """Network-level failures talking to Glance, through the same table as HTTP statuses."""
+    metadata = {"image_id": image_id or ""}
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise from_outcome(
+            Failure.UPSTREAM_TIMEOUT,
+            operation,
+            f"Glance did not answer in time ({type(exc).__name__})",
+            metadata,
+        ) from None
+    except httpx.ConnectError:
+        raise from_outcome(Failure.CONNECT_ERROR, operation, "cannot connect to Glance", metadata) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.NetworkError) as exc:
+        raise from_outcome(
+            Failure.UPSTREAM_BROKEN,
+            operation,
+            f"the connection to Glance broke ({type(exc).__name__})",
+            metadata,
+        ) from None

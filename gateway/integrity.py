@@ -1,0 +1,86 @@
+"""Counting and hashing image data as it streams, and comparing with what was expected."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from gateway.errors import Failure, Operation, from_outcome, invalid_argument
+
+_HEX_LENGTHS = {"sha512": 128, "md5": 32}
+
+
+class DataCheck:
+    """Verifies a stream's length and digests without holding the data.
+
+    `size_failure` says what a wrong length means: the client's fault on upload, data loss on download.
+    """
+
+    def __init__(
+        self,
+        operation: Operation,
+        expected_size: int | None = None,
+        expected_digests: dict[str, str] | None = None,
+        size_failure: Failure = Failure.SIZE_MISMATCH,
+    ) -> None:
+        self.operation = operation
+        self.expected_size = expected_size
+        self.expected_digests = dict(expected_digests or {})
+        self.size_failure = size_failure
+        self.count = 0
+        self._hashes = {algo: hashlib.new(algo) for algo in self.expected_digests}
+
+    @property
+    def verifies_digest(self) -> bool:
+        return bool(self._hashes)
+
+    def update(self, chunk: bytes) -> None:
+        self.count += len(chunk)
+        if self.expected_size is not None and self.count > self.expected_size:
+            raise from_outcome(
+                self.size_failure,
+                self.operation,
+                f"the data is longer than the expected {self.expected_size} bytes",
+            )
+        for digest in self._hashes.values():
+            digest.update(chunk)
+
+    def finish(self) -> None:
+        if self.expected_size is not None and self.count != self.expected_size:
+            raise from_outcome(
+                self.size_failure,
+                self.operation,
+                f"the data has {self.count} bytes where {self.expected_size} were expected",
+            )
+        for algo, digest in self._hashes.items():
+            if digest.hexdigest() != self.expected_digests[algo]:
+                raise from_outcome(
+                    Failure.HASH_MISMATCH,
+                    self.operation,
+                    f"the data does not match its expected {algo} digest",
+                )
+
+
+def upload_digests(sha512: str, md5: str) -> dict[str, str]:
+    """The client's expected digests for an upload, checked to be hex of the right length."""
+    digests = {}
+    for algo, value in (("sha512", sha512), ("md5", md5)):
+        if value:
+            if not re.fullmatch(f"[0-9a-fA-F]{{{_HEX_LENGTHS[algo]}}}", value):
+                raise invalid_argument(
+                    "INVALID_CHECKSUM", f"expected_{algo} must be {_HEX_LENGTHS[algo]} hex digits"
+                )
+            digests[algo] = value.lower()
+    return digests
+
+
+def image_digests(image: dict[str, Any]) -> dict[str, str]:
+    """The digest Glance published for an image's whole data: its os_hash, else the legacy md5 checksum."""
+    algo, value = image.get("os_hash_algo"), image.get("os_hash_value")
+    if isinstance(algo, str) and isinstance(value, str) and value and algo in hashlib.algorithms_available:
+        return {algo: value.lower()}
+    checksum = image.get("checksum")
+    if isinstance(checksum, str) and checksum:
+        return {"md5": checksum.lower()}
+    return {}

@@ -1,0 +1,92 @@
+"""What surrounds every RPC: reading the caller's metadata, and turning any failure into a clear status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from gateway import validation
+from gateway.errors import GatewayError
+from gateway.glance_client import REQUEST_ID_HEADER, CallContext
+
+log = logging.getLogger(__name__)
+
+
+class RpcScope:
+    """`async with RpcScope(context, "Name") as call:` around a handler's body.
+
+    A GatewayError becomes the call's status with ErrorInfo; any other exception becomes INTERNAL (logged
+    here, never sent); Glance's request ids go into the trailing metadata either way.
+    """
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        self.context = context
+        self.method = method
+        self.call = CallContext()
+        self.started = time.monotonic()
+
+    async def __aenter__(self) -> CallContext:
+        try:
+            read_invocation_metadata(self.context, self.call)
+        except GatewayError as error:
+            await self._abort(error)
+        return self.call
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.context.set_trailing_metadata(self._request_id_metadata())
+            log.debug("%s OK in %.1f ms", self.method, self._elapsed_ms())
+            return
+        if isinstance(exc, GatewayError):
+            await self._abort(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            log.info("%s cancelled by the client after %.1f ms", self.method, self._elapsed_ms())
+            return
+        if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+            return
+        log.error("%s failed unexpectedly", self.method, exc_info=(exc_type or type(exc), exc, tb))
+        await self._abort(
+            GatewayError(grpc.StatusCode.INTERNAL, "INTERNAL", "the gateway failed unexpectedly")
+        )
+
+    async def _abort(self, error: GatewayError) -> None:
+        if self.call.glance_request_ids and "request_id" not in error.metadata:
+            error.metadata["request_id"] = self.call.glance_request_ids[-1]
+        status = error.to_status()
+        log.info("%s -> %s %s in %.1f ms", self.method, error.code.name, error.reason, self._elapsed_ms())
+        await self.context.abort(
+            status.code,
+            status.details,
+            trailing_metadata=(*status.trailing_metadata, *self._request_id_metadata()),
+        )
+
+    def _request_id_metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple((REQUEST_ID_HEADER, request_id) for request_id in self.call.glance_request_ids)
+
+    def _elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+
+def read_invocation_metadata(context: grpc.aio.ServicerContext[Any, Any], call: CallContext) -> None:
+    """Token, request id and deadline of the caller; the token is checked, never logged."""
+    for key, value in context.invocation_metadata() or ():
+        if not isinstance(value, str):
+            continue
+        if key == "x-auth-token":
+            call.token = validation.auth_token(value)
+        elif key == "authorization" and call.token is None:
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                call.token = validation.auth_token(token.strip())
+        elif key == "x-request-id":
+            call.request_id = validation.request_id(value)
+    remaining = context.time_remaining()
+    if remaining is not None:
+        call.deadline = time.monotonic() + remaining

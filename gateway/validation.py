@@ -1,0 +1,154 @@
+"""Checks on client input before any of it reaches a Glance URL, query or header."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from gateway.errors import invalid_argument
+
+# Glance's own schema pattern for ids: dashed hex UUIDs only.
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_STORE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_FORMAT = re.compile(r"^[a-z0-9_-]{1,32}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+MAX_NAME = 255
+MAX_KEY = 255
+MAX_TAG = 255
+MAX_TOKEN = 8192
+
+# Core image attributes: a custom property may not shadow one (Glance would treat it as the attribute).
+CORE_ATTRIBUTES = frozenset(
+    {
+        "id", "name", "status", "visibility", "size", "virtual_size", "disk_format", "container_format",
+        "checksum", "os_hash_algo", "os_hash_value", "owner", "protected", "os_hidden", "min_ram", "min_disk",
+        "tags", "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url", "stores",
+        "members", "kernel_id", "ramdisk_id",
+    }
+)  # fmt: skip
+# Glance list query parameters: a property filter with one of these names would change the query.
+LIST_PARAMETERS = frozenset(
+    {"limit", "marker", "sort", "sort_key", "sort_dir", "size_min", "size_max", "tag", "member_status"}
+)
+# kernel_id/ramdisk_id are real Glance properties of AMI images; allow them as properties after all.
+_PROPERTY_ALLOWED_CORE = frozenset({"kernel_id", "ramdisk_id"})
+
+
+def image_id(value: str, field: str = "image_id") -> str:
+    if not value:
+        raise invalid_argument("MISSING_IMAGE_ID", f"{field} is required")
+    if not _UUID.match(value):
+        raise invalid_argument("INVALID_IMAGE_ID", f"{field} must be a UUID like 8-4-4-4-12 hex digits")
+    return value.lower()
+
+
+def store_name(value: str) -> str:
+    if not _STORE.match(value):
+        raise invalid_argument("INVALID_STORE", "store must be a plain identifier (letters, digits, _ . -)")
+    return value
+
+
+def image_name(value: str) -> str:
+    if not value.strip():
+        raise invalid_argument("MISSING_NAME", "name is required")
+    _text("name", value, MAX_NAME)
+    return value
+
+
+def disk_or_container_format(field: str, value: str) -> str:
+    if not _FORMAT.match(value):
+        raise invalid_argument("INVALID_FORMAT", f"{field} must be a format name such as raw, qcow2 or bare")
+    return value
+
+
+def property_key(key: str) -> str:
+    if not key:
+        raise invalid_argument("INVALID_PROPERTY", "property keys must not be empty")
+    _text("property key", key, MAX_KEY)
+    if key in CORE_ATTRIBUTES and key not in _PROPERTY_ALLOWED_CORE:
+        raise invalid_argument("INVALID_PROPERTY", f"property {key!r} would shadow the image attribute")
+    if key.startswith("os_glance"):
+        raise invalid_argument(
+            "INVALID_PROPERTY", f"property {key!r} uses Glance's reserved os_glance prefix"
+        )
+    return key
+
+
+def property_value(key: str, value: str) -> str:
+    if "\x00" in value:
+        raise invalid_argument("INVALID_PROPERTY", f"property {key!r} contains a NUL character")
+    return value
+
+
+def tag(value: str) -> str:
+    if not value:
+        raise invalid_argument("INVALID_TAG", "tags must not be empty")
+    _text("tag", value, MAX_TAG)
+    return value
+
+
+def request_id(value: str) -> str:
+    if not _REQUEST_ID.match(value):
+        raise invalid_argument(
+            "INVALID_REQUEST_ID", "x-request-id must be 1-64 characters of [A-Za-z0-9_.:-]"
+        )
+    return value
+
+
+def auth_token(value: str) -> str:
+    if not value or len(value) > MAX_TOKEN or _CONTROL.search(value):
+        raise invalid_argument("INVALID_TOKEN", "the auth token is empty, too long or has control characters")
+    return value
+
+
+def _text(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise invalid_argument("VALUE_TOO_LONG", f"{field} is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise invalid_argument("INVALID_CHARACTERS", f"{field} contains control characters")
+
+
+def image_id_from_uri(uri: str, glance_base: str) -> str:
+    """The image id in a URI that points at the configured Glance; anything else is INVALID_ARGUMENT.
+
+    Accepted: <glance>/images/<id> (the classic form) and <glance>/v2/images/<id>.
+    """
+    try:
+        given = urlsplit(uri)
+        given_port = given.port
+    except ValueError:
+        raise invalid_argument("INVALID_IMAGE_URI", "image_uri is not a valid URI") from None
+    ours = urlsplit(glance_base)
+    if (
+        given.scheme.lower() != ours.scheme
+        or (given.hostname or "").lower() != (ours.hostname or "").lower()
+        or _effective_port(given.scheme, given_port) != _effective_port(ours.scheme, ours.port)
+        or given.username is not None
+        or given.password is not None
+        or given.query
+        or given.fragment
+    ):
+        raise invalid_argument(
+            "FOREIGN_IMAGE_URI",
+            "image_uri does not point at the Glance this gateway serves",
+            image_uri=uri[:256],
+        )
+    prefix = ours.path.rstrip("/")
+    for shape in (f"{prefix}/v2/images/", f"{prefix}/images/"):
+        if given.path.startswith(shape):
+            candidate = given.path[len(shape) :]
+            if "/" not in candidate:
+                return image_id(candidate, "the id in image_uri")
+    raise invalid_argument("INVALID_IMAGE_URI", "image_uri must look like <glance>/v2/images/<id>")
+
+
+def _effective_port(scheme: str, port: int | None) -> int:
+    if port is not None:
+        return port
+    return 443 if scheme.lower() == "https" else 80
+
+
+def is_image_id(value: str) -> bool:
+    return bool(_UUID.match(value))
