@@ -93,14 +93,21 @@ def image_to_proto(body: JsonObject, glance_base: str, view: int = pb.IMAGE_VIEW
     stores = body.get("stores")
     if isinstance(stores, str) and stores:
         image.stores.extend(stores.split(","))
-    for key, value in body.items():
-        if key not in _NOT_PROPERTIES and not key.startswith("os_glance") and isinstance(value, str):
-            image.properties[key] = value
+    image.properties.update(custom_properties(body))
     _set_time(image.create_time, body.get("created_at"))
     _set_time(image.update_time, body.get("updated_at"))
     if image.id:
         image.uri = f"{glance_base}/v2/images/{image.id}"
     return image
+
+
+def custom_properties(body: JsonObject) -> dict[str, str]:
+    """The custom properties among Glance's image attributes (its own os_glance_* ones left out)."""
+    return {
+        key: value
+        for key, value in body.items()
+        if key not in _NOT_PROPERTIES and not key.startswith("os_glance") and isinstance(value, str)
+    }
 
 
 def _set_time(target: timestamp_pb2.Timestamp, value: object) -> None:
@@ -263,7 +270,7 @@ def patch_operations(image: pb.Image, paths: list[str], current: JsonObject | No
     """The JSON patch (Glance's v2.1 media type) that applies `image`'s masked fields."""
     if not paths:
         raise invalid_argument("MISSING_UPDATE_MASK", "update_mask must name at least one field")
-    existing = {key for key in (current or {}) if key not in _NOT_PROPERTIES}
+    existing = set(custom_properties(current or {}))
     operations: list[JsonObject] = []
     for path in dict.fromkeys(paths):
         if path in _SIMPLE_PATHS:

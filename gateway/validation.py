@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 from gateway.errors import invalid_argument
 
 # Glance's own schema pattern for ids: dashed hex UUIDs only.
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_STORE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_FORMAT = re.compile(r"^[a-z0-9_-]{1,32}$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_STORE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_FORMAT = re.compile(r"[a-z0-9_-]{1,32}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 MAX_NAME = 255
@@ -39,13 +39,13 @@ _PROPERTY_ALLOWED_CORE = frozenset({"kernel_id", "ramdisk_id"})
 def image_id(value: str, field: str = "image_id") -> str:
     if not value:
         raise invalid_argument("MISSING_IMAGE_ID", f"{field} is required")
-    if not _UUID.match(value):
+    if not _UUID.fullmatch(value):
         raise invalid_argument("INVALID_IMAGE_ID", f"{field} must be a UUID like 8-4-4-4-12 hex digits")
     return value.lower()
 
 
 def store_name(value: str) -> str:
-    if not _STORE.match(value):
+    if not _STORE.fullmatch(value):
         raise invalid_argument("INVALID_STORE", "store must be a plain identifier (letters, digits, _ . -)")
     return value
 
@@ -58,7 +58,7 @@ def image_name(value: str) -> str:
 
 
 def disk_or_container_format(field: str, value: str) -> str:
-    if not _FORMAT.match(value):
+    if not _FORMAT.fullmatch(value):
         raise invalid_argument("INVALID_FORMAT", f"{field} must be a format name such as raw, qcow2 or bare")
     return value
 
@@ -90,7 +90,7 @@ def tag(value: str) -> str:
 
 
 def request_id(value: str) -> str:
-    if not _REQUEST_ID.match(value):
+    if not _REQUEST_ID.fullmatch(value):
         raise invalid_argument(
             "INVALID_REQUEST_ID", "x-request-id must be 1-64 characters of [A-Za-z0-9_.:-]"
         )
@@ -151,4 +151,4 @@ def _effective_port(scheme: str, port: int | None) -> int:
 
 
 def is_image_id(value: str) -> bool:
-    return bool(_UUID.match(value))
+    return bool(_UUID.fullmatch(value))

@@ -1,0 +1,32 @@
+import pytest
+
+from gateway.config import MIB, Settings, parse_settings
+
+
+def test_defaults() -> None:
+    settings = parse_settings([])
+    assert (settings.port, settings.chunk_size, settings.max_message_size) == (50051, MIB, 4 * MIB)
+
+
+def test_environment_names_the_glance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLANCE_URL", "http://glance.internal:9292/")
+    assert parse_settings([]).glance_base == "http://glance.internal:9292"
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://g", "glance:9292", "http://u:p@g:9292", "http://g:9292?x=1", "http://g#f", "http://"]
+)
+def test_glance_url_must_be_a_plain_http_endpoint(url: str) -> None:
+    with pytest.raises(ValueError):
+        Settings(glance_url=url)
+
+
+def test_chunk_must_fit_in_a_message() -> None:
+    with pytest.raises(ValueError):
+        Settings(glance_url="http://g", chunk_size=4 * MIB, max_message_size=4 * MIB)
+
+
+def test_bad_command_line_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--glance-url", "ftp://x"])
+    assert "glance URL" in capsys.readouterr().err
