@@ -7,19 +7,25 @@ import logging
 import signal
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
 from gateway.servicer import ImageService
+from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 # In-flight calls get this long to finish on SIGTERM (a rolling restart behind a load balancer).
 SHUTDOWN_GRACE_SECONDS = 10.0
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ImageService"].full_name
 
 
-def create_server(settings: Settings, glance: GlanceClient) -> grpc.aio.Server:
+def create_server(
+    settings: Settings, glance: GlanceClient, health_servicer: health.aio.HealthServicer
+) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", settings.max_message_size),
@@ -27,16 +33,27 @@ def create_server(settings: Settings, glance: GlanceClient) -> grpc.aio.Server:
         ]
     )
     pb_grpc.add_ImageServiceServicer_to_server(ImageService(settings, glance), server)
+    # Standard health checks (Kubernetes probes, Envoy) and reflection (grpcurl) for users in other languages.
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     return server
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)
 
 
 async def serve(settings: Settings) -> None:
     glance = GlanceClient(settings)
-    server = create_server(settings, glance)
+    health_servicer = health.aio.HealthServicer()
+    server = create_server(settings, glance, health_servicer)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
     await server.start()
+    await set_serving(health_servicer, True)
     # Tests and scripts read this line to learn the port (with --port 0 the OS picks it).
     log.info("gateway listening on %s:%d, Glance at %s", settings.host, port, settings.glance_base)
     stop = asyncio.Event()
@@ -45,5 +62,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping: in-flight calls get %.0f s", SHUTDOWN_GRACE_SECONDS)
+    # Load balancers stop sending new calls while in-flight ones finish.
+    await set_serving(health_servicer, False)
     await server.stop(SHUTDOWN_GRACE_SECONDS)
     await glance.aclose()

@@ -1,0 +1,42 @@
+import asyncio
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from gateway.config import Settings
+from gateway.glance_client import GlanceClient
+from gateway.server import SERVICE_NAME, create_server, set_serving
+
+
+async def _probe() -> tuple[list[int], list[str]]:
+    settings = Settings(glance_url="http://127.0.0.1:9")
+    glance = GlanceClient(settings)
+    health_servicer = health.aio.HealthServicer()
+    server = create_server(settings, glance, health_servicer)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    statuses = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            checker = health_pb2_grpc.HealthStub(channel)
+            await set_serving(health_servicer, True)
+            statuses.append((await checker.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))).status)
+            await set_serving(health_servicer, False)
+            statuses.append((await checker.Check(health_pb2.HealthCheckRequest(service=""))).status)
+            reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            async for answer in reflect.ServerReflectionInfo(iter([request])):
+                services = [service.name for service in answer.list_services_response.service]
+    finally:
+        await server.stop(None)
+        await glance.aclose()
+    return statuses, services
+
+
+def test_health_follows_serving_state_and_reflection_lists_the_service() -> None:
+    statuses, services = asyncio.run(_probe())
+    assert statuses == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+    assert SERVICE_NAME == "glance.gateway.v1.ImageService"
+    assert SERVICE_NAME in services
+    assert "grpc.health.v1.Health" in services
