@@ -1,0 +1,225 @@
+"""Write the four config files Glance needs, exactly as in glance-33-local.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+AUTH_MODES = ("noauth", "headers")
+CHUNKED_INPUT_LIMIT = 64 * 1024 * 1024  # uWSGI's 1 MiB default turns any chunk >= 1 MiB into a 500
+
+# Every caller is admin: without this, noauth's empty context gets 403 on every call.
+NOAUTH_POLICY = '"context_is_admin": "@"\n"service_api": "@"\n'
+
+# Trimmed copy of the glance-api-paste.ini shipped with glance 33.0.0.
+PASTE_INI = """\
+[composite:glance-api]
+paste.composite_factory = glance.api:root_app_factory
+/: api
+/healthcheck: healthcheck
+
+[composite:glance-api-trusted-headers]
+paste.composite_factory = glance.api:root_app_factory
+/: api
+/healthcheck: healthcheck
+
+[composite:api]
+paste.composite_factory = glance.api:pipeline_factory
+default = cors http_proxy_to_wsgi versionnegotiation osprofiler unauthenticated-context rootapp
+trusted-headers = cors http_proxy_to_wsgi versionnegotiation osprofiler context rootapp
+
+[composite:rootapp]
+paste.composite_factory = glance.api:root_app_factory
+/: apiversions
+/v2: apiv2app
+
+[app:apiversions]
+paste.app_factory = glance.api.versions:create_resource
+
+[app:apiv2app]
+paste.app_factory = glance.api.v2.router:API.factory
+
+[app:healthcheck]
+paste.app_factory = oslo_middleware:Healthcheck.app_factory
+backends = disable_by_file
+disable_by_file_path = /nonexistent/glance-healthcheck-disable
+
+[filter:versionnegotiation]
+paste.filter_factory = glance.api.middleware.version_negotiation:VersionNegotiationFilter.factory
+
+[filter:context]
+paste.filter_factory = glance.api.middleware.context:ContextMiddleware.factory
+
+[filter:unauthenticated-context]
+paste.filter_factory = glance.api.middleware.context:UnauthenticatedContextMiddleware.factory
+
+[filter:osprofiler]
+paste.filter_factory = osprofiler.web:WsgiMiddleware.factory
+
+[filter:cors]
+paste.filter_factory = oslo_middleware.cors:filter_factory
+oslo_config_project = glance
+oslo_config_program = glance-api
+
+[filter:http_proxy_to_wsgi]
+paste.filter_factory = oslo_middleware:HTTPProxyToWSGI.factory
+"""
+
+
+@dataclass(frozen=True)
+class GlanceConfig:
+    """Everything that varies between instances."""
+
+    state_dir: Path
+    venv_dir: Path
+    port: int
+    processes: int = 2
+    auth: str = "noauth"
+    socket_timeout: int = 10
+    format_check: bool = True
+    chunked_input_limit: int = CHUNKED_INPUT_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}, not {self.auth!r}")
+        if self.processes < 1:
+            raise ValueError("processes must be at least 1")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"invalid port {self.port}")
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.state_dir / "etc"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "glance.sqlite"
+
+    @property
+    def api_conf(self) -> Path:
+        return self.etc_dir / "glance-api.conf"
+
+    @property
+    def paste_ini(self) -> Path:
+        return self.etc_dir / "glance-api-paste.ini"
+
+    @property
+    def policy_file(self) -> Path:
+        return self.etc_dir / "policy-noauth.yaml"
+
+    @property
+    def uwsgi_ini(self) -> Path:
+        return self.etc_dir / "glance-uwsgi.ini"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state_dir / "uwsgi.pid"
+
+    @property
+    def uwsgi_log(self) -> Path:
+        return self.state_dir / "uwsgi.log"
+
+    @property
+    def api_log(self) -> Path:
+        return self.state_dir / "glance-api.log"
+
+
+def write_configs(cfg: GlanceConfig) -> None:
+    """Create the state layout and (re)write every config file."""
+    cfg.etc_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("images", "images2", "staging", "tasks", "locks"):
+        (cfg.data_dir / sub).mkdir(parents=True, exist_ok=True)
+    cfg.api_conf.write_text(render_api_conf(cfg))
+    cfg.paste_ini.write_text(PASTE_INI)
+    cfg.policy_file.write_text(render_policy(cfg))
+    cfg.uwsgi_ini.write_text(render_uwsgi_ini(cfg))
+
+
+def render_policy(cfg: GlanceConfig) -> str:
+    # headers mode keeps the upstream defaults (empty file) for real per-project behaviour.
+    return NOAUTH_POLICY if cfg.auth == "noauth" else ""
+
+
+def render_api_conf(cfg: GlanceConfig) -> str:
+    data = cfg.data_dir
+    # "" selects the noauth pipeline; "trusted-headers" the Keystone pipeline minus authtoken.
+    flavor = "" if cfg.auth == "noauth" else "trusted-headers"
+    return f"""\
+[DEFAULT]
+enabled_backends = file:file, file2:file
+log_file = {cfg.api_log}
+use_stderr = false
+debug = false
+
+[database]
+connection = sqlite:///{cfg.database}
+
+[glance_store]
+default_backend = file
+
+[file]
+filesystem_store_datadir = {data}/images/
+
+[file2]
+filesystem_store_datadir = {data}/images2/
+
+[os_glance_staging_store]
+filesystem_store_datadir = {data}/staging/
+
+[os_glance_tasks_store]
+filesystem_store_datadir = {data}/tasks/
+
+[paste_deploy]
+config_file = {cfg.paste_ini}
+flavor = {flavor}
+
+[oslo_policy]
+policy_file = {cfg.policy_file}
+
+[oslo_concurrency]
+lock_path = {data}/locks
+
+[image_format]
+require_image_format_match = {str(cfg.format_check).lower()}
+"""
+
+
+def render_uwsgi_ini(cfg: GlanceConfig) -> str:
+    # Settings from glance's apache-httpd.rst plus chunked-input-limit; loopback only.
+    return f"""\
+[uwsgi]
+http-socket = 127.0.0.1:{cfg.port}
+module = glance.wsgi.api:application
+home = {cfg.venv_dir}
+env = OS_GLANCE_CONFIG_DIR={cfg.etc_dir}
+socket-timeout = {cfg.socket_timeout}
+http-auto-chunked = true
+http-chunked-input = true
+http-raw-body = true
+chunked-input-limit = {cfg.chunked_input_limit}
+lazy-apps = true
+add-header = Connection: close
+buffer-size = 65535
+thunder-lock = true
+enable-threads = true
+exit-on-reload = true
+die-on-term = true
+master = true
+processes = {cfg.processes}
+pidfile = {cfg.pidfile}
+"""
+
+
+def read_port(uwsgi_ini: Path) -> int | None:
+    """The port an earlier start wrote into the uWSGI ini (used by `stop`)."""
+    if not uwsgi_ini.is_file():
+        return None
+    for line in uwsgi_ini.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "http-socket":
+            return int(value.strip().rsplit(":", 1)[1])
+    return None
