@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# Cleaning up after a failed AddImage: Glance answers these while it unwinds the aborted upload.
+RETRYABLE = frozenset({C.INTERNAL, C.UNAVAILABLE, C.DEADLINE_EXCEEDED, C.FAILED_PRECONDITION})
+DISCARD_FIRST_DELAY = 0.05
+DISCARD_PATIENCE = 20.0
+CANCEL_SETTLE_SECONDS = 0.01
+
 
 class ImageService(pb_grpc.ImageServiceServicer):
     def __init__(self, settings: Settings, glance: GlanceClient) -> None:
@@ -117,7 +123,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 return pb.AddImageResponse(image=self._image(created))
             image_id = str(created["id"])
             try:
-                data = _verified_body(first_chunk, messages, check)
+                data = _verified_body(first_chunk, messages, check, context)
                 await self._glance.upload(image_id, data, size, store, call)
                 final = await self._glance.show_image(image_id, call)
             except BaseException:
@@ -163,12 +169,27 @@ class ImageService(pb_grpc.ImageServiceServicer):
     async def _discard(self, image_id: str, call: CallContext) -> None:
         """Delete the record of a failed AddImage; runs to the end even when the call was cancelled."""
         try:
-            await asyncio.shield(self._glance.delete_image(image_id, call.without_deadline()))
-        except GatewayError as error:
-            if error.code != C.NOT_FOUND:
-                log.warning("could not delete image %s after a failed AddImage: %s", image_id, error)
+            await asyncio.shield(self._delete_with_retries(image_id, call.without_deadline()))
         except asyncio.CancelledError:
             log.warning("cancelled again while deleting image %s after a failed AddImage", image_id)
+
+    async def _delete_with_retries(self, image_id: str, call: CallContext) -> None:
+        # Right after an aborted upload, the Glance worker still unwinding it can hold the database
+        # (SQLite: "database is locked", a 500), so a failed delete is tried again for a while.
+        delay = DISCARD_FIRST_DELAY
+        deadline = asyncio.get_running_loop().time() + DISCARD_PATIENCE
+        while True:
+            try:
+                await self._glance.delete_image(image_id, call)
+                return
+            except GatewayError as error:
+                if error.code == C.NOT_FOUND:
+                    return
+                if error.code not in RETRYABLE or asyncio.get_running_loop().time() + delay > deadline:
+                    log.warning("could not delete image %s after a failed AddImage: %s", image_id, error)
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _no_data(image_id: str) -> GatewayError:
@@ -196,7 +217,7 @@ async def _next_chunk(messages: AsyncIterator[pb.AddImageRequest]) -> bytes | No
 
 
 async def _verified_body(
-    first: bytes | None, messages: AsyncIterator[pb.AddImageRequest], check: DataCheck
+    first: bytes | None, messages: AsyncIterator[pb.AddImageRequest], check: DataCheck, context: Context
 ) -> AsyncIterator[bytes]:
     """The upload body, checked as it streams.
 
@@ -212,5 +233,14 @@ async def _verified_body(
             yield held
         held = chunk
     check.finish()
+    await _confirm_not_cancelled(context)
     if held is not None:
         yield held
+
+
+async def _confirm_not_cancelled(context: Context) -> None:
+    """grpc.aio can end a cancelled client's request stream like a finished one and deliver the cancel a
+    moment later; wait for that moment before the last chunk goes, so a cancelled upload never completes."""
+    await asyncio.sleep(CANCEL_SETTLE_SECONDS)
+    if context.cancelled():
+        raise asyncio.CancelledError

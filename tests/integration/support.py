@@ -1,0 +1,463 @@
+"""Helpers for the integration tests: the gateway as a subprocess, Glance over plain HTTP, error details.
+
+Fixtures that use these live in tests/conftest.py; test modules import the helpers from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import psutil
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from generated.glance.gateway.v1 import image_service_pb2 as pb
+from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+KIB = 1024
+MIB = 1024 * KIB
+ERROR_DOMAIN = "glance-grpc-gateway"
+LISTENING = re.compile(r"gateway listening on [^\s:]+:(\d+)")
+# Loopback only: never let an http_proxy from the environment sit between the tests and Glance.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# gRPC honours http_proxy too; the gateway is on loopback.
+CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+
+JsonObject = dict[str, Any]
+
+
+# -- small things ------------------------------------------------------------
+
+
+def unique_name(prefix: str = "it") -> str:
+    """A name no other test (or earlier run) uses, so listings by name see only this test's images."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def new_id() -> str:
+    """A fresh image id: Glance never lets a deleted image's id be used again."""
+    return str(uuid.uuid4())
+
+
+def chunks_of(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def pseudo_random_chunks(seed: int, total: int, chunk_size: int = MIB) -> Iterator[bytes]:
+    """The same `total` bytes for the same seed, generated a chunk at a time (never all in memory)."""
+    rng = random.Random(seed)
+    remaining = total
+    while remaining > 0:
+        size = min(chunk_size, remaining)
+        yield rng.randbytes(size)
+        remaining -= size
+
+
+def sha512_hex(data: bytes) -> str:
+    return hashlib.sha512(data).hexdigest()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, message: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s: {message}")
+        time.sleep(interval)
+
+
+# -- gRPC --------------------------------------------------------------------
+
+
+def open_channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def add_requests(spec: pb.ImageSpec, chunks: Iterable[bytes] = ()) -> Iterator[pb.AddImageRequest]:
+    """An AddImage stream: the spec, then the data chunks."""
+    yield pb.AddImageRequest(spec=spec)
+    for chunk in chunks:
+        yield pb.AddImageRequest(data=chunk)
+
+
+def download(
+    stub: pb_grpc.ImageServiceStub, request: pb.GetImageRequest, timeout: float = 60.0
+) -> tuple[pb.DownloadHeader, bytes]:
+    """A whole GetImage call: its header and the data that followed (for small images only)."""
+    responses = iter(stub.GetImage(request, timeout=timeout))
+    first = next(responses)
+    assert first.WhichOneof("content") == "header", "the first GetImage message must be the header"
+    data = bytearray()
+    for message in responses:
+        assert message.WhichOneof("content") == "data", "only the first GetImage message is a header"
+        data += message.data
+    return first.header, bytes(data)
+
+
+def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """The google.rpc.ErrorInfo detail of a failed call (every gateway error carries one)."""
+    assert isinstance(err, grpc.Call), f"not a call error: {err!r}"
+    status = rpc_status.from_call(err)
+    assert status is not None, f"no rich status (grpc-status-details-bin) on {err.code()}: {err.details()}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError(f"no ErrorInfo among the details of {err.code()}: {err.details()}")
+
+
+def assert_error(
+    err: grpc.RpcError,
+    code: grpc.StatusCode,
+    reason: str,
+    *,
+    glance_status: int | None = None,
+    image_id: str | None = None,
+) -> error_details_pb2.ErrorInfo:
+    """Checks the status code and ErrorInfo; `glance_status` for failures Glance itself reported."""
+    assert isinstance(err, grpc.Call)
+    assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
+    info = error_info(err)
+    assert info.domain == ERROR_DOMAIN
+    assert info.reason == reason, f"expected reason {reason}, got {info.reason}: {err.details()}"
+    if glance_status is not None:
+        assert info.metadata["glance_status"] == str(glance_status)
+        # Glance gives every /v2 response an id req-<uuid4>; the gateway passes it on.
+        assert re.fullmatch(r"req-[0-9a-f-]{36}", info.metadata["request_id"]), dict(info.metadata)
+    if image_id is not None:
+        assert info.metadata["image_id"] == image_id
+    # Messages are cleaned of Glance's HTML noise and never carry a traceback.
+    details = err.details() or ""
+    assert "<br" not in details and "Traceback" not in details, details
+    return info
+
+
+# -- Glance over plain HTTP (to check what the gateway did, and to clean up) --
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 15.0,
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with OPENER.open(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def glance_image(glance_url: str, image_id: str) -> JsonObject | None:
+    """The image as Glance has it, or None once it does not exist (or was deleted)."""
+    status, raw = http("GET", f"{glance_url}/v2/images/{image_id}")
+    if status == 404:
+        return None
+    assert status == 200, raw
+    image: JsonObject = json.loads(raw)
+    return image
+
+
+def glance_list(glance_url: str, **params: str) -> list[JsonObject]:
+    query = urllib.parse.urlencode({"limit": "1000", **params})
+    status, raw = http("GET", f"{glance_url}/v2/images?{query}")
+    assert status == 200, raw
+    images: list[JsonObject] = json.loads(raw)["images"]
+    return images
+
+
+def force_delete(glance_url: str, image_id: str, timeout: float = 10.0) -> None:
+    """Deletes an image straight in Glance, unprotecting it first if needed; a missing image is fine.
+
+    Retried for a while: Glance answers 500 ("database is locked") while another worker still writes the
+    same image, e.g. right after an aborted upload.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status, raw = http("DELETE", f"{glance_url}/v2/images/{image_id}")
+        if status in (204, 404):
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"could not delete image {image_id}: {status} {raw[:200]!r}")
+        if status == 403 and b"protected" in raw:
+            patch = json.dumps([{"op": "replace", "path": "/protected", "value": False}]).encode()
+            headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+            http("PATCH", f"{glance_url}/v2/images/{image_id}", patch, headers)
+        else:
+            time.sleep(0.2)
+
+
+def upstream_connections(pid: int, port: int) -> list[str]:
+    """The process's ESTABLISHED TCP connections to `port` on loopback, as "local->remote" strings."""
+    found = []
+    for conn in psutil.Process(pid).net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port == port:
+            found.append(f"{conn.laddr.ip}:{conn.laddr.port}->{conn.raddr.ip}:{conn.raddr.port}")
+    return found
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM: the most resident memory the process has ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            value, unit = line.split()[1:3]
+            assert unit == "kB"
+            return int(value) * KIB
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+# -- images made through the gateway, always cleaned up ----------------------
+
+
+class ImageTracker:
+    """`new_image(...)`: adds an image through the gateway and deletes it (straight in Glance) at teardown.
+
+    Every image gets a fresh uuid4 id chosen here, so even an AddImage that fails half way is cleaned up.
+    """
+
+    def __init__(self, stub: pb_grpc.ImageServiceStub, glance_url: str) -> None:
+        self.stub = stub
+        self.glance_url = glance_url
+        self.ids: list[str] = []
+
+    def __call__(
+        self,
+        name: str | None = None,
+        data: bytes | None = None,
+        *,
+        chunk_size: int = 64 * KIB,
+        **fields: Any,
+    ) -> pb.Image:
+        spec = pb.ImageSpec(name=name or unique_name(), **fields)
+        if not spec.id:
+            spec.id = new_id()
+        if data is not None and not spec.type and not spec.disk_format:
+            spec.type = pb.IMAGE_TYPE_RAW
+        self.track(spec.id)
+        chunks = [] if data is None else chunks_of(data, chunk_size)
+        response: pb.AddImageResponse = self.stub.AddImage(add_requests(spec, chunks), timeout=60)
+        assert response.image.id == spec.id
+        return response.image
+
+    def track(self, image_id: str) -> None:
+        self.ids.append(image_id)
+
+    def cleanup(self) -> None:
+        for image_id in self.ids:
+            force_delete(self.glance_url, image_id)
+        self.ids.clear()
+
+
+# -- the gateway as a real process -------------------------------------------
+
+
+class GatewayProcess:
+    """`python -m gateway` on an OS-chosen port; its log lines are kept (stderr is drained by a thread)."""
+
+    def __init__(self, glance_url: str, *extra_args: str, log_level: str = "INFO") -> None:
+        self.glance_url = glance_url
+        self.args = [
+            sys.executable, "-m", "gateway", "--port", "0", "--glance-url", glance_url,
+            "--log-level", log_level, *extra_args,
+        ]  # fmt: skip
+        self.log_lines: list[str] = []
+        self.port = 0
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._listening = threading.Event()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._proc = subprocess.Popen(
+            self.args,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        self._reader = threading.Thread(target=self._drain, name=f"gateway-{self.pid}-stderr", daemon=True)
+        self._reader.start()
+        if not self._listening.wait(timeout) or not self.port:
+            self.stop()
+            raise RuntimeError(f"the gateway did not start listening: {self.args}\n" + self.log_text())
+        return self
+
+    def _drain(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for raw in self._proc.stderr:
+            line = raw.rstrip("\n")
+            self.log_lines.append(line)
+            match = LISTENING.search(line)
+            if match and not self.port:
+                self.port = int(match.group(1))
+                self._listening.set()
+        self._listening.set()  # EOF: the process ended; start() must not wait any longer
+
+    def log_text(self) -> str:
+        return "\n".join(self.log_lines)
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+
+# The start_gateway fixture: start_gateway(glance_url, *extra_args, log_level="INFO") -> GatewayProcess.
+StartGateway = Callable[..., GatewayProcess]
+
+
+# -- a fake Glance, only for outcomes a real Glance cannot be made to produce --
+
+
+class FakeGlance:
+    """A tiny HTTP server that serves images' metadata and (possibly broken) data streams, like Glance.
+
+    A real Glance cannot be made to corrupt data or cut a download short on demand, which is why the tests
+    of those outcomes (DATA_LOSS, a broken upstream mid-stream) use this instead. It also records every
+    request (path and headers), to show what the gateway sent, or that it never fetched something.
+
+    `add(data, mode, hash_algo)` registers an image. `mode`: "intact" serves the true data; "corrupt"
+    flips one byte; "short" sends half of the announced Content-Length then closes; "reset" sends half
+    then resets the connection (RST); "unframed" sends half with no Content-Length (the close ends the
+    body, so it looks complete at the HTTP level). `hash_algo`: "sha512" publishes os_hash_algo and
+    os_hash_value; "md5" only the legacy checksum.
+    """
+
+    def __init__(self) -> None:
+        self.images: dict[str, tuple[bytes, str, str]] = {}
+        self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []  # of each request, names lower-cased
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                fake.requests.append(self.path)
+                fake.headers.append({key.lower(): value for key, value in self.headers.items()})
+                parts = self.path.split("/")  # "", "v2", "images", id[, "file"]
+                image_id = parts[3] if len(parts) > 3 and parts[1:3] == ["v2", "images"] else ""
+                if image_id in fake.images and len(parts) == 4:
+                    self._json(fake.image_json(image_id))
+                elif image_id in fake.images and len(parts) == 5 and parts[4] == "file":
+                    fake.serve_file(self, image_id)
+                else:
+                    self._json({"message": "No image found", "code": "404 Not Found"}, status=404)
+
+            def _json(self, body: JsonObject, status: int = 200) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.send_header("x-openstack-request-id", f"req-{uuid.uuid4()}")
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-glance", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def add(self, data: bytes, mode: str = "intact", hash_algo: str = "sha512") -> str:
+        assert mode in ("intact", "corrupt", "short", "reset", "unframed")
+        image_id = new_id()
+        self.images[image_id] = (data, mode, hash_algo)
+        return image_id
+
+    def image_json(self, image_id: str) -> JsonObject:
+        data, _, hash_algo = self.images[image_id]
+        sha512 = hashlib.sha512(data).hexdigest() if hash_algo == "sha512" else None
+        return {
+            "id": image_id, "name": "fake", "status": "active", "visibility": "private",
+            "size": len(data), "virtual_size": len(data), "disk_format": "raw",
+            "container_format": "bare", "checksum": hashlib.md5(data).hexdigest(),
+            "os_hash_algo": "sha512" if sha512 else None, "os_hash_value": sha512, "protected": False,
+            "min_ram": 0, "min_disk": 0, "owner": None, "os_hidden": False, "tags": [], "stores": "file",
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z",
+            "self": f"/v2/images/{image_id}", "file": f"/v2/images/{image_id}/file",
+            "schema": "/v2/schemas/image",
+        }  # fmt: skip
+
+    def serve_file(self, handler: BaseHTTPRequestHandler, image_id: str) -> None:
+        data, mode, _ = self.images[image_id]
+        body = data
+        if mode == "corrupt":
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        if mode != "unframed":
+            handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        if mode in ("intact", "corrupt"):
+            handler.wfile.write(body)
+            return
+        handler.wfile.write(body[: len(body) // 2])
+        if mode == "reset":
+            # SO_LINGER 0 turns close() into a TCP RST: a connection reset mid-body.
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.connection.close()
+
+    def __enter__(self) -> FakeGlance:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
