@@ -123,7 +123,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 return pb.AddImageResponse(image=self._image(created))
             image_id = str(created["id"])
             try:
-                data = _verified_body(first_chunk, messages, check, context)
+                data = _verified_body(first_chunk, messages, check)
                 await self._glance.upload(image_id, data, size, store, call)
                 final = await self._glance.show_image(image_id, call)
             except BaseException:
@@ -217,7 +217,7 @@ async def _next_chunk(messages: AsyncIterator[pb.AddImageRequest]) -> bytes | No
 
 
 async def _verified_body(
-    first: bytes | None, messages: AsyncIterator[pb.AddImageRequest], check: DataCheck, context: Context
+    first: bytes | None, messages: AsyncIterator[pb.AddImageRequest], check: DataCheck
 ) -> AsyncIterator[bytes]:
     """The upload body, checked as it streams.
 
@@ -233,14 +233,13 @@ async def _verified_body(
             yield held
         held = chunk
     check.finish()
-    await _confirm_not_cancelled(context)
+    await _let_a_cancel_land()
     if held is not None:
         yield held
 
 
-async def _confirm_not_cancelled(context: Context) -> None:
-    """grpc.aio can end a cancelled client's request stream like a finished one and deliver the cancel a
-    moment later; wait for that moment before the last chunk goes, so a cancelled upload never completes."""
+async def _let_a_cancel_land() -> None:
+    """grpc.aio can end a cancelled client's request stream like a finished one and cancel the handler a
+    moment later (context.cancelled() does not tell them apart); give that cancel time to land before the
+    last chunk goes, so a cancelled upload never completes."""
     await asyncio.sleep(CANCEL_SETTLE_SECONDS)
-    if context.cancelled():
-        raise asyncio.CancelledError
