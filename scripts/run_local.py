@@ -20,7 +20,9 @@ from localglance import GlanceServer  # noqa: E402  (needs the repo on sys.path 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gateway-port", type=int, default=50051, help="gRPC port (default %(default)s)")
-    parser.add_argument("--glance-port", type=int, default=9292, help="local Glance port (default %(default)s)")
+    parser.add_argument(
+        "--glance-port", type=int, default=9292, help="local Glance port (default %(default)s)"
+    )
     parser.add_argument("--log-level", default="INFO", help="gateway log level (default %(default)s)")
     args = parser.parse_args()
 
