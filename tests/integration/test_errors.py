@@ -287,12 +287,26 @@ def test_too_many_properties(
 # -- UNAVAILABLE, DEADLINE_EXCEEDED -------------------------------------------------------
 
 
-def test_glance_stopped_is_unavailable(tmp_path: Path, start_gateway: StartGateway) -> None:
-    # A real Glance that was running and is now gone: nothing listens on its port any more.
-    other = GlanceServer(state_dir=tmp_path / "glance", processes=1)
+def test_unauthenticated_then_glance_stopped_is_unavailable(
+    tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    # A real Glance with Keystone-style identity headers required (auth="headers"): a caller without an
+    # identity is refused with 401, which reaches the client as UNAUTHENTICATED.
+    other = GlanceServer(state_dir=tmp_path / "glance", processes=1, auth="headers")
     other.start()
-    other.stop()
-    gateway: GatewayProcess = start_gateway(other.url)
+    try:
+        gateway: GatewayProcess = start_gateway(other.url)
+        with open_channel(gateway.address) as channel:
+            stub = pb_grpc.ImageServiceStub(channel)
+            err = rpc_error(
+                lambda: stub.ListImages(pb.ListImagesRequest(), metadata=(("x-auth-token", "t"),))
+            )
+            info = assert_error(err, C.UNAUTHENTICATED, "UNAUTHENTICATED")
+            # Glance refuses before it assigns a request id, so only the status is in the details.
+            assert info.metadata["glance_status"] == "401"
+    finally:
+        other.stop()
+    # The same Glance, now gone: nothing listens on its port any more.
     with open_channel(gateway.address) as channel:
         stub = pb_grpc.ImageServiceStub(channel)
         for call in (
