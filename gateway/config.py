@@ -24,8 +24,13 @@ class Settings:
     read_timeout: float = 60.0
     max_connections: int = 100
     log_level: str = "INFO"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    glance_ca_file: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
         parts = urlsplit(self.glance_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"glance URL must be http(s)://host[:port][/path], got {self.glance_url!r}")
@@ -100,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="most concurrent connections to Glance (default %(default)s)",
     )
     parser.add_argument(
+        "--tls-cert",
+        default=os.environ.get("GATEWAY_TLS_CERT"),
+        help="PEM certificate chain: serve gRPC over TLS (env GATEWAY_TLS_CERT; needs --tls-key). Without it "
+        "the gateway serves plaintext, for loopback or behind a mesh sidecar that terminates TLS",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=os.environ.get("GATEWAY_TLS_KEY"),
+        help="PEM private key of --tls-cert (env GATEWAY_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--glance-ca-file",
+        default=os.environ.get("GLANCE_CA_FILE"),
+        help="PEM CA bundle to verify an https Glance with (env GLANCE_CA_FILE; default: the certifi bundle)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -122,6 +143,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
             read_timeout=args.read_timeout,
             max_connections=args.max_connections,
             log_level=args.log_level,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            glance_ca_file=args.glance_ca_file,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -87,6 +87,7 @@ class GlanceClient:
             # Only ever the configured Glance: no proxies from the environment, no redirects elsewhere.
             trust_env=False,
             follow_redirects=False,
+            verify=settings.glance_ca_file or True,
         )
 
     async def aclose(self) -> None:

@@ -39,6 +39,16 @@ def create_server(
     return server
 
 
+def add_port(server: grpc.aio.Server, settings: Settings) -> int:
+    """Listens with TLS when a certificate is configured, else plaintext; 0 means the port was not bound."""
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert and settings.tls_key:
+        with open(settings.tls_cert, "rb") as cert, open(settings.tls_key, "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        return server.add_secure_port(address, credentials)
+    return server.add_insecure_port(address)
+
+
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ("", SERVICE_NAME):
@@ -49,13 +59,19 @@ async def serve(settings: Settings) -> None:
     glance = GlanceClient(settings)
     health_servicer = health.aio.HealthServicer()
     server = create_server(settings, glance, health_servicer)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_port(server, settings)
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
     await server.start()
     await set_serving(health_servicer, True)
     # Tests and scripts read this line to learn the port (with --port 0 the OS picks it).
-    log.info("gateway listening on %s:%d, Glance at %s", settings.host, port, settings.glance_base)
+    log.info(
+        "gateway listening on %s:%d (%s), Glance at %s",
+        settings.host,
+        port,
+        "TLS" if settings.tls_cert else "plaintext",
+        settings.glance_base,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

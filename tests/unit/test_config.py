@@ -30,3 +30,9 @@ def test_bad_command_line_exits_with_usage(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         parse_settings(["--glance-url", "ftp://x"])
     assert "glance URL" in capsys.readouterr().err
+
+
+def test_tls_certificate_and_key_go_together() -> None:
+    with pytest.raises(ValueError):
+        Settings(glance_url="http://g", tls_cert="cert.pem")
+    assert Settings(glance_url="http://g", tls_cert="c.pem", tls_key="k.pem").tls_key == "k.pem"
