@@ -43,6 +43,7 @@ lint: $(INSTALLED) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict gateway
+	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests
 	$(BUF) lint
 
 test: $(INSTALLED) glance-venv

@@ -2,8 +2,7 @@
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2, status_pb2
 
 from gateway.errors import (
     ERROR_DOMAIN,
@@ -18,7 +17,7 @@ from gateway.errors import (
 
 C = grpc.StatusCode
 
-CASES = [
+CASES: list[tuple[int | Failure, Operation, str, grpc.StatusCode, str]] = [
     (
         400,
         Operation.UPLOAD,
@@ -128,7 +127,7 @@ def test_status_carries_error_info_with_domain_and_metadata() -> None:
     assert status.details == "No image found"
     (key, value), *_ = status.trailing_metadata
     assert key == "grpc-status-details-bin"
-    proto = rpc_status.status_pb2.Status.FromString(value)
+    proto = status_pb2.Status.FromString(value)
     info = error_details_pb2.ErrorInfo()
     assert proto.details[0].Unpack(info)
     assert info.domain == ERROR_DOMAIN

@@ -1,4 +1,5 @@
 import asyncio
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,12 +20,13 @@ async def _probe() -> tuple[list[int], list[str]]:
     statuses = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            checker = health_pb2_grpc.HealthStub(channel)
+            # The grpc stubs' types describe the sync channel only.
+            checker: Any = health_pb2_grpc.HealthStub(channel)
             await set_serving(health_servicer, True)
             statuses.append((await checker.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))).status)
             await set_serving(health_servicer, False)
             statuses.append((await checker.Check(health_pb2.HealthCheckRequest(service=""))).status)
-            reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+            reflect: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             async for answer in reflect.ServerReflectionInfo(iter([request])):
                 services = [service.name for service in answer.list_services_response.service]
