@@ -47,7 +47,8 @@ class RpcScope:
         if isinstance(exc, GatewayError):
             await self._abort(exc)
         if isinstance(exc, asyncio.CancelledError):
-            log.info("%s cancelled by the client after %.1f ms", self.method, self._elapsed_ms())
+            # A client cancel, a passed deadline or a transport-level refusal (such as an oversized message).
+            log.info("%s cancelled after %.1f ms", self.method, self._elapsed_ms())
             return
         if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
             return
