@@ -455,7 +455,9 @@ class ListImagesRequest(_message.Message):
     view: Global___ImageView.ValueType
     """How much of each image to return (BASIC by default)."""
     name: _builtins.str
-    """Only images with exactly this name."""
+    """Only images with exactly this name. (Glance's list syntax cannot express a
+    name that starts with "in:" and contains a double quote: INVALID_ARGUMENT.)
+    """
     status: Global___ImageStatus.ValueType
     """Only images in this status."""
     visibility: Global___Visibility.ValueType
