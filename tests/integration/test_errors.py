@@ -199,6 +199,21 @@ def test_update_reserved_property_name(new_image: ImageTracker, stub: pb_grpc.Im
     assert_error(rpc_error(lambda: stub.UpdateImage(request)), C.INVALID_ARGUMENT, "INVALID_PROPERTY")
 
 
+def test_formats_of_an_image_with_data_are_a_failed_precondition(
+    new_image: ImageTracker, stub: pb_grpc.ImageServiceStub
+) -> None:
+    # Glance answers 403 here, but the refusal is about the image's state, not the caller's rights.
+    image = new_image(name=unique_name("formats"), data=b"raw bytes")
+    request = pb.UpdateImageRequest(
+        image_id=image.id,
+        image=pb.Image(disk_format="qcow2"),
+        update_mask=field_mask_pb2.FieldMask(paths=["disk_format"]),
+    )
+    err = rpc_error(lambda: stub.UpdateImage(request))
+    assert_error(err, C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED", glance_status=403, image_id=image.id)
+    assert stub.GetImageMeta(pb.GetImageMetaRequest(image_id=image.id)).image.disk_format == "raw"
+
+
 # -- NOT_FOUND ---------------------------------------------------------------------
 
 

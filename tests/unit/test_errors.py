@@ -45,6 +45,13 @@ CASES: list[tuple[int | Failure, Operation, str, grpc.StatusCode, str]] = [
     ),
     (
         403,
+        Operation.UPDATE,
+        "Attribute disk_format can be only replaced for a queued image.",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_QUEUED",
+    ),
+    (
+        403,
         Operation.CREATE,
         "You are not authorized to complete publicize_image action.",
         C.PERMISSION_DENIED,
