@@ -68,7 +68,9 @@ ERROR_TABLE: tuple[Rule, ...] = (
     Rule(403, C.INVALID_ARGUMENT, "RESERVED_ATTRIBUTE", None, "is reserved"),
     Rule(403, C.FAILED_PRECONDITION, "IMAGE_PROTECTED", Operation.DELETE, "protected"),
     Rule(403, C.FAILED_PRECONDITION, "IMAGE_DEACTIVATED", Operation.DOWNLOAD, "deactivated"),
-    Rule(403, C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED", Operation.UPDATE, "only replaced for a queued image"),
+    Rule(
+        403, C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED", Operation.UPDATE, "only replaced for a queued image"
+    ),
     Rule(403, C.PERMISSION_DENIED, "PERMISSION_DENIED"),
     Rule(404, C.NOT_FOUND, "NOT_FOUND"),
     Rule(409, C.ALREADY_EXISTS, "IMAGE_ALREADY_EXISTS", Operation.CREATE),

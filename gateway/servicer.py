@@ -27,6 +27,7 @@ RETRYABLE = frozenset({C.INTERNAL, C.UNAVAILABLE, C.DEADLINE_EXCEEDED, C.FAILED_
 DISCARD_FIRST_DELAY = 0.05
 DISCARD_PATIENCE = 20.0
 CANCEL_SETTLE_SECONDS = 0.01
+_PROTECT = {"op": "replace", "path": "/protected", "value": True}
 
 
 class ImageService(pb_grpc.ImageServiceServicer):
@@ -118,6 +119,8 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 )
             if store:
                 await self._require_store(store, call)
+            # Protection comes last: a protected image could not be deleted if the upload fails.
+            protect = has_data and body.pop("protected", False)
             created = await self._glance.create_image(body, call)
             if not has_data:
                 return pb.AddImageResponse(image=self._image(created))
@@ -125,7 +128,10 @@ class ImageService(pb_grpc.ImageServiceServicer):
             try:
                 data = _verified_body(first_chunk, messages, check)
                 await self._glance.upload(image_id, data, size, store, call)
-                final = await self._glance.show_image(image_id, call)
+                if protect:
+                    final = await self._glance.update_image(image_id, [_PROTECT], call)
+                else:
+                    final = await self._glance.show_image(image_id, call)
             except BaseException:
                 await self._discard(image_id, call)
                 raise
@@ -174,22 +180,35 @@ class ImageService(pb_grpc.ImageServiceServicer):
             log.warning("cancelled again while deleting image %s after a failed AddImage", image_id)
 
     async def _delete_with_retries(self, image_id: str, call: CallContext) -> None:
-        # Right after an aborted upload, the Glance worker still unwinding it can hold the database
-        # (SQLite: "database is locked", a 500), so a failed delete is tried again for a while.
+        # Right after an aborted upload, the Glance worker unwinding it still changes the image: a DELETE
+        # then can fail on the SQLite lock (a 500), or succeed and be overwritten by the unwinding's revert,
+        # leaving a record stuck in "deleted" that can never be removed. So: wait until the image has left
+        # "saving", then delete, look again, and retry transient failures, for a bounded time.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DISCARD_PATIENCE
         delay = DISCARD_FIRST_DELAY
-        deadline = asyncio.get_running_loop().time() + DISCARD_PATIENCE
         while True:
             try:
-                await self._glance.delete_image(image_id, call)
-                return
+                status = (await self._glance.show_image(image_id, call)).get("status")
+                if status == "deleted":
+                    log.error("image %s is stuck as 'deleted' in Glance after a failed AddImage", image_id)
+                    return
+                if status != "saving":
+                    await self._glance.delete_image(image_id, call)
+                    continue  # the next look confirms it is gone
             except GatewayError as error:
                 if error.code == C.NOT_FOUND:
                     return
-                if error.code not in RETRYABLE or asyncio.get_running_loop().time() + delay > deadline:
+                if error.code not in RETRYABLE:
                     log.warning("could not delete image %s after a failed AddImage: %s", image_id, error)
                     return
+            if loop.time() + delay > deadline:
+                log.warning(
+                    "gave up deleting image %s after a failed AddImage: Glance kept it busy", image_id
+                )
+                return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.5)
 
 
 def _no_data(image_id: str) -> GatewayError:

@@ -66,6 +66,11 @@ CASES: dict[str, tuple[dict[str, Any], grpc.StatusCode, str]] = {
         C.INVALID_ARGUMENT,
         "SIZE_MISMATCH",
     ),
+    "protected-more-bytes": (
+        {"size": len(DATA) - 1, "protected": True},
+        C.INVALID_ARGUMENT,
+        "SIZE_MISMATCH",
+    ),
     "sha512-mismatch": (
         {"expected_sha512": sha512_hex(DATA[:-1])},
         C.DATA_LOSS,
