@@ -215,6 +215,9 @@ def list_query(request: pb.ListImagesRequest) -> list[tuple[str, str]]:
             if value < 0:
                 raise invalid_argument("INVALID_SIZE_FILTER", f"{bound} must not be negative")
             query.append((bound, str(value)))
+    for flag, attribute in (("hidden", "os_hidden"), ("protected", "protected")):
+        if request.HasField(flag):
+            query.append((attribute, "true" if getattr(request, flag) else "false"))
     for key, value in sorted(request.properties.items()):
         if key in validation.LIST_PARAMETERS:
             raise invalid_argument("INVALID_PROPERTY", f"{key!r} cannot be used as a property filter")

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
@@ -262,3 +263,30 @@ def test_default_sort_is_newest_first(catalog: dict[str, pb.Image], stub: pb_grp
     page = stub.ListImages(pb.ListImagesRequest(properties=MINE, view=pb.IMAGE_VIEW_FULL))
     times = [image.create_time.ToDatetime() for image in page.images]
     assert times == sorted(times, reverse=True)
+
+
+def test_filter_hidden_and_protected(new_image: ImageTracker, stub: pb_grpc.ImageServiceStub) -> None:
+    group = {"group": unique_name("flags")}
+    plain = new_image(name="plain", properties=group)
+    hidden = new_image(name="hidden", properties=group, hidden=True)
+    guarded = new_image(name="guarded", properties=group, protected=True)
+    try:
+
+        def listed(**flags: bool) -> set[str]:
+            return {
+                image.id for image in stub.ListImages(pb.ListImagesRequest(properties=group, **flags)).images
+            }
+
+        # Glance leaves hidden images out unless they are asked for.
+        assert listed() == {plain.id, guarded.id}
+        assert listed(hidden=True) == {hidden.id}
+        assert listed(hidden=False) == {plain.id, guarded.id}
+        assert listed(protected=True) == {guarded.id}
+        assert listed(protected=False) == {plain.id}
+    finally:
+        unprotect = pb.UpdateImageRequest(
+            image_id=guarded.id,
+            image=pb.Image(protected=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["protected"]),
+        )
+        stub.UpdateImage(unprotect)

@@ -270,3 +270,10 @@ def test_only_property_paths_need_the_current_image() -> None:
     assert not convert.patch_needs_current(["name", "tags"])
     assert convert.patch_needs_current(["properties.x"])
     assert convert.patch_needs_current(["properties"])
+
+
+def test_list_query_hidden_and_protected_flags() -> None:
+    assert convert.list_query(pb.ListImagesRequest(hidden=True, protected=False)) == [
+        ("os_hidden", "true"),
+        ("protected", "false"),
+    ]

@@ -442,6 +442,8 @@ class ListImagesRequest(_message.Message):
     PROPERTIES_FIELD_NUMBER: _builtins.int
     SORT_KEY_FIELD_NUMBER: _builtins.int
     SORT_DIRECTION_FIELD_NUMBER: _builtins.int
+    HIDDEN_FIELD_NUMBER: _builtins.int
+    PROTECTED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of images in the page. 0 means the server default (25);
     values above the maximum (500) are clamped to it; negative values are
@@ -478,6 +480,12 @@ class ListImagesRequest(_message.Message):
     """The attribute to sort by (create_time by default)."""
     sort_direction: Global___SortDirection.ValueType
     """The sort direction (descending by default)."""
+    hidden: _builtins.bool
+    """Unset: hidden images are left out (Glance's default). True: only hidden
+    images. False: only images that are not hidden.
+    """
+    protected: _builtins.bool
+    """Only images that are (true) or are not (false) protected."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only images that carry every one of these tags."""
@@ -504,15 +512,25 @@ class ListImagesRequest(_message.Message):
         properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         sort_key: Global___SortKey.ValueType = ...,
         sort_direction: Global___SortDirection.ValueType = ...,
+        hidden: _builtins.bool | None = ...,
+        protected: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_max", b"_size_max", "_size_min", b"_size_min", "size_max", b"size_max", "size_min", b"size_min"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_hidden", b"_hidden", "_protected", b"_protected", "_size_max", b"_size_max", "_size_min", b"_size_min", "hidden", b"hidden", "protected", b"protected", "size_max", b"size_max", "size_min", b"size_min"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_max", b"_size_max", "_size_min", b"_size_min", "container_format", b"container_format", "disk_format", b"disk_format", "name", b"name", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "properties", b"properties", "size_max", b"size_max", "size_min", b"size_min", "sort_direction", b"sort_direction", "sort_key", b"sort_key", "status", b"status", "tags", b"tags", "view", b"view", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hidden", b"_hidden", "_protected", b"_protected", "_size_max", b"_size_max", "_size_min", b"_size_min", "container_format", b"container_format", "disk_format", b"disk_format", "hidden", b"hidden", "name", b"name", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "properties", b"properties", "protected", b"protected", "size_max", b"size_max", "size_min", b"size_min", "sort_direction", b"sort_direction", "sort_key", b"sort_key", "status", b"status", "tags", b"tags", "view", b"view", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__hidden: _TypeAlias = _typing.Literal["hidden"]  # noqa: Y015
+    _WhichOneofArgType__hidden: _TypeAlias = _typing.Literal["_hidden", b"_hidden"]  # noqa: Y015
+    _WhichOneofReturnType__protected: _TypeAlias = _typing.Literal["protected"]  # noqa: Y015
+    _WhichOneofArgType__protected: _TypeAlias = _typing.Literal["_protected", b"_protected"]  # noqa: Y015
     _WhichOneofReturnType__size_max: _TypeAlias = _typing.Literal["size_max"]  # noqa: Y015
     _WhichOneofArgType__size_max: _TypeAlias = _typing.Literal["_size_max", b"_size_max"]  # noqa: Y015
     _WhichOneofReturnType__size_min: _TypeAlias = _typing.Literal["size_min"]  # noqa: Y015
     _WhichOneofArgType__size_min: _TypeAlias = _typing.Literal["_size_min", b"_size_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hidden) -> _WhichOneofReturnType__hidden | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__protected) -> _WhichOneofReturnType__protected | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__size_max) -> _WhichOneofReturnType__size_max | None: ...
     @_typing.overload
