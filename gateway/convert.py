@@ -215,9 +215,10 @@ def list_query(request: pb.ListImagesRequest) -> list[tuple[str, str]]:
             if value < 0:
                 raise invalid_argument("INVALID_SIZE_FILTER", f"{bound} must not be negative")
             query.append((bound, str(value)))
-    for flag, attribute in (("hidden", "os_hidden"), ("protected", "protected")):
-        if request.HasField(flag):
-            query.append((attribute, "true" if getattr(request, flag) else "false"))
+    if request.HasField("hidden"):
+        query.append(("os_hidden", _flag(request.hidden)))
+    if request.HasField("protected"):
+        query.append(("protected", _flag(request.protected)))
     for key, value in sorted(request.properties.items()):
         if key in validation.LIST_PARAMETERS:
             raise invalid_argument("INVALID_PROPERTY", f"{key!r} cannot be used as a property filter")
@@ -232,6 +233,10 @@ def list_query(request: pb.ListImagesRequest) -> list[tuple[str, str]]:
         query.append(("sort_key", key))
         query.append(("sort_dir", direction))
     return query
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _enum_value(table: dict[Any, str], value: int, field: str) -> str:

@@ -273,9 +273,10 @@ def test_filter_hidden_and_protected(new_image: ImageTracker, stub: pb_grpc.Imag
     try:
 
         def listed(**flags: bool) -> set[str]:
-            return {
-                image.id for image in stub.ListImages(pb.ListImagesRequest(properties=group, **flags)).images
-            }
+            request = pb.ListImagesRequest(properties=group)
+            for flag, value in flags.items():
+                setattr(request, flag, value)
+            return {image.id for image in stub.ListImages(request).images}
 
         # Glance leaves hidden images out unless they are asked for.
         assert listed() == {plain.id, guarded.id}
