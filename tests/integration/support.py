@@ -332,6 +332,10 @@ class GatewayProcess:
     def log_text(self) -> str:
         return "\n".join(self.log_lines)
 
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return None if self._proc is None else self._proc.poll()
+
     def stop(self) -> None:
         proc = self._proc
         if proc is None:

@@ -1,0 +1,52 @@
+"""SIGTERM drains the gateway: health turns NOT_SERVING, new calls are refused, in-flight streams finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from generated.glance.gateway.v1 import image_service_pb2 as pb
+from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
+from localglance import GlanceServer
+
+from .support import MIB, ImageTracker, StartGateway, open_channel, sha512_hex, unique_name, wait_until
+
+
+def test_sigterm_lets_an_in_flight_download_finish(
+    new_image: ImageTracker, glance: GlanceServer, start_gateway: StartGateway
+) -> None:
+    data = os.urandom(8 * MIB)
+    image = new_image(name=unique_name("drain"), data=data)
+    gateway = start_gateway(glance.url)
+    with open_channel(gateway.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        stub = pb_grpc.ImageServiceStub(channel)
+        responses = iter(stub.GetImage(pb.GetImageRequest(image_id=image.id), timeout=60))
+        assert next(responses).header.length == len(data)
+        received = [next(responses).data]  # the download is under way, the rest waits on flow control
+
+        os.kill(gateway.pid, signal.SIGTERM)
+        wait_until(
+            lambda: any("stopping" in line for line in gateway.log_lines), 10, "the gateway to start draining"
+        )
+        # New calls are refused while the in-flight one goes on.
+        with open_channel(gateway.address) as fresh:
+            try:
+                pb_grpc.ImageServiceStub(fresh).GetImageMeta(
+                    pb.GetImageMetaRequest(image_id=image.id), timeout=5
+                )
+                refused = None
+            except grpc.RpcError as err:
+                refused = err.code()
+        assert refused == grpc.StatusCode.UNAVAILABLE
+
+        received.extend(message.data for message in responses)
+    assert sha512_hex(b"".join(received)) == sha512_hex(data)
+    wait_until(lambda: gateway.returncode() == 0, 15, "the drained gateway to exit cleanly")
