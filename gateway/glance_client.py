@@ -59,6 +59,7 @@ class Download:
 
     response: httpx.Response
     chunk_size: int
+    image_id: str
 
     @property
     def has_data(self) -> bool:
@@ -71,7 +72,7 @@ class Download:
         return int(value) if value and value.isdigit() else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with _transport_errors(Operation.DOWNLOAD, None):
+        with _transport_errors(Operation.DOWNLOAD, self.image_id):
             async for chunk in self.response.aiter_raw(self.chunk_size):
                 yield chunk
 
@@ -157,7 +158,7 @@ class GlanceClient:
             _remember_request_id(response, call)
             if response.status_code >= 400:
                 raise await _error_from_response(response, Operation.DOWNLOAD, image_id, call)
-            yield Download(response, self._settings.chunk_size)
+            yield Download(response, self._settings.chunk_size, image_id)
         finally:
             # Closing at once releases the upstream connection when the client cancels mid-stream.
             await response.aclose()
