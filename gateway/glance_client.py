@@ -66,11 +66,6 @@ class Download:
         # Glance answers 204 for an image without data (queued or saving).
         return self.response.status_code != 204
 
-    @property
-    def content_length(self) -> int | None:
-        value = self.response.headers.get("content-length")
-        return int(value) if value and value.isdigit() else None
-
     async def chunks(self) -> AsyncIterator[bytes]:
         with _transport_errors(Operation.DOWNLOAD, self.image_id):
             async for chunk in self.response.aiter_raw(self.chunk_size):
@@ -115,7 +110,8 @@ class GlanceClient:
         )
 
     async def delete_image(self, image_id: str, call: CallContext) -> None:
-        await self._send("DELETE", f"/v2/images/{image_id}", Operation.DELETE, call, image_id=image_id)
+        request = self._request("DELETE", f"/v2/images/{image_id}", call)
+        await self._exchange(request, Operation.DELETE, call, image_id)
 
     async def store_ids(self, call: CallContext) -> list[str] | None:
         """The ids of Glance's stores, or None when Glance has no multi-store support."""
@@ -217,11 +213,6 @@ class GlanceClient:
         if not isinstance(body, dict):
             raise from_outcome(500, operation, "Glance answered with JSON that is not an object")
         return body
-
-    async def _send(
-        self, method: str, path: str, operation: Operation, call: CallContext, *, image_id: str | None = None
-    ) -> httpx.Response:
-        return await self._exchange(self._request(method, path, call), operation, call, image_id)
 
     async def _exchange(
         self,

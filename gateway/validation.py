@@ -39,7 +39,7 @@ _PROPERTY_ALLOWED_CORE = frozenset({"kernel_id", "ramdisk_id"})
 def image_id(value: str, field: str = "image_id") -> str:
     if not value:
         raise invalid_argument("MISSING_IMAGE_ID", f"{field} is required")
-    if not _UUID.fullmatch(value):
+    if not is_image_id(value):
         raise invalid_argument("INVALID_IMAGE_ID", f"{field} must be a UUID like 8-4-4-4-12 hex digits")
     return value.lower()
 
