@@ -6,11 +6,11 @@ INSTALLED := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto')
 
-.PHONY: venv glance-venv proto proto-check lint test run clean
+.PHONY: venv glance-venv nginx proto proto-check lint test run bench bench-smoke clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 venv: $(INSTALLED)
@@ -18,6 +18,12 @@ venv: $(INSTALLED)
 # Glance gets its own virtualenv (.state/glance-venv): its dependency tree never mixes with ours.
 glance-venv:
 	$(PYTHON) -m localglance install
+
+# The benchmark's static upstream: Debian's nginx (nginx-light has the dav module for PUT uploads).
+nginx:
+	@if ! command -v nginx >/dev/null && ! test -x /usr/sbin/nginx; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+	fi
 
 $(BUF): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
@@ -43,7 +49,7 @@ lint: $(INSTALLED) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict gateway
-	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests
+	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests bench
 	$(BUF) lint
 
 test: $(INSTALLED) glance-venv
@@ -52,6 +58,15 @@ test: $(INSTALLED) glance-venv
 # A real local Glance on 127.0.0.1:9292 (data kept in .state/) and the gateway on 50051; Ctrl-C stops both.
 run: $(INSTALLED) glance-venv
 	$(BIN)/python scripts/run_local.py --gateway-port 50051 --glance-port 9292
+
+# The gateway against direct REST calls to a real Glance and to nginx, as ratios from the same run: prints
+# the table and writes bench/results/ (bench.json, bench.md, throughput.png). Takes several minutes.
+bench: $(INSTALLED) glance-venv nginx
+	$(BIN)/python -m bench
+
+# The same with tiny sizes, in seconds, into bench/results/tmp/ (CI runs it so the harness never rots).
+bench-smoke: $(INSTALLED) glance-venv nginx
+	$(BIN)/python -m bench --smoke
 
 clean:
 	rm -rf $(VENV) node_modules .state .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,78 @@
+"""Random image data, made a chunk at a time so even 2 GiB never sits in memory whole."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+CHUNK = MIB
+
+
+def random_chunks(seed: int, total: int, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """`total` pseudo-random bytes (the same ones for the same seed), `chunk_size` at a time."""
+    rng = random.Random(seed)
+    remaining = total
+    while remaining > 0:
+        size = min(chunk_size, remaining)
+        yield rng.randbytes(size)
+        remaining -= size
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    sha512: str
+    md5: str
+
+
+class Hashing:
+    """Wraps a chunk iterator and hashes what passes through (the digests are final once it is exhausted)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._sha512 = hashlib.sha512()
+        self._md5 = hashlib.md5()
+        self._size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._sha512.update(chunk)
+            self._md5.update(chunk)
+            self._size += len(chunk)
+            yield chunk
+
+    def digests(self) -> Digests:
+        return Digests(self._size, self._sha512.hexdigest(), self._md5.hexdigest())
+
+
+class UploadData:
+    """The bytes every upload of one figure sends, gateway and direct alike: a random buffer, sent in chunks.
+
+    Sizes above `max_buffer` repeat the buffer (only the RSS figure sends that much; what matters there is
+    the amount, not that every byte is fresh).
+    """
+
+    def __init__(self, size: int, seed: int, max_buffer: int = 512 * MIB) -> None:
+        self.size = size
+        self._buffer = random.Random(seed).randbytes(min(size, max_buffer)) if size else b""
+        self._digests: Digests | None = None
+
+    def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        buffer, length = self._buffer, len(self._buffer)
+        sent = 0
+        while sent < self.size:
+            start = sent % length
+            size = min(chunk_size, self.size - sent, length - start)
+            yield buffer[start : start + size]
+            sent += size
+
+    def digests(self) -> Digests:
+        if self._digests is None:
+            hashing = Hashing(self.chunks())
+            for _ in hashing:
+                pass
+            self._digests = hashing.digests()
+        return self._digests
