@@ -84,13 +84,17 @@ def markdown(figures: Sequence[Figure], info: dict[str, Any]) -> str:
     git = info["git"]
     dirty = " (gateway/ had uncommitted changes)" if git.get("gateway_dirty") else ""
     mode = "Smoke run (tiny sizes: it checks the harness, not performance)" if info["smoke"] else "Full run"
+    command = "make bench-smoke" if info["smoke"] else "make bench"
+    load = f"load average {' '.join(machine['loadavg'])} at the start"
+    if "loadavg_at_end" in machine:
+        load += f", {' '.join(machine['loadavg_at_end'])} at the end"
     header = [
         "# Benchmark: the gateway against direct calls to the same upstream",
         "",
         f"{mode}; {info['options']['runs']} runs per figure, each gateway run interleaved with its baseline; "
-        f"made by `make bench` (`python -m bench`) on {info['finished_at']} in {info['duration_s']:.0f} s.",
+        f"`{command}` on {info['finished_at']}, {info['duration_s']:.0f} s.",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['nproc']} CPUs, {machine['memory_gib']:.0f} GiB; "
+        f"Machine: {machine['cpu_model']}, {machine['nproc']} CPUs, {machine['memory_gib']:.0f} GiB, {load}; "
         f"Python {machine['python']}; "
         + ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
         + f"; {machine['nginx']}; Glance {machine['glance']}. Commit {git['commit'][:12]}{dirty}.",
@@ -99,10 +103,12 @@ def markdown(figures: Sequence[Figure], info: dict[str, Any]) -> str:
         "**nginx** is Debian's nginx serving the same `/v2/images/<id>` and `/v2/images/<id>/file` paths "
         "from static files (and taking PUT uploads), so the gateway's own cost is not hidden behind "
         "Glance's.",
+        "",
         f"Ratios are gateway / baseline and differences are gateway {MINUS} baseline, per run; the median "
         f"over the runs is compared with the target (min{DASH}max in brackets). MB/s are 10^6 bytes per "
         "second; RSS is the gateway process's VmHWM from `/proc/<pid>/status`. Every raw number is in "
         "[bench.json](bench.json).",
+        "",
         "",
     ]
     footer = ["", "![gateway vs direct throughput](throughput.png)", ""]

@@ -85,7 +85,7 @@ def test_write_puts_every_run_into_the_json_and_draws_the_chart(tmp_path: Path) 
         "smoke": True,
         "options": {"runs": 3},
         "machine": {"cpu_model": "cpu", "nproc": 2, "memory_gib": 24.0, "python": "3.11", "packages": {},
-                    "nginx": "nginx/1.22.1", "glance": "33.0.0"},
+                    "nginx": "nginx/1.22.1", "glance": "33.0.0", "loadavg": ["0.5", "0.4", "0.3"]},
         "git": {"commit": "0123456789abcdef", "gateway_dirty": False},
         "finished_at": "2025-01-01T00:00:00Z",
         "duration_s": 12.0,
