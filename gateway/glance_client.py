@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -15,6 +16,7 @@ import httpx
 
 from gateway.config import Settings
 from gateway.errors import Failure, GatewayError, Operation, clean_glance_message, from_outcome
+from gateway.http_transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,6 @@ class Download:
     """An open image data response; the body is read through `chunks`."""
 
     response: httpx.Response
-    chunk_size: int
     image_id: str
 
     @property
@@ -68,13 +69,23 @@ class Download:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with _transport_errors(Operation.DOWNLOAD, self.image_id):
-            async for chunk in self.response.aiter_raw(self.chunk_size):
+            # The transport already reads chunk_size pieces; asking httpx to re-chunk would copy each one.
+            async for chunk in self.response.aiter_raw():
                 yield chunk
 
 
 class GlanceClient:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
+        if transport is None:
+            verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=settings.glance_ca_file)
+                if settings.glance_ca_file
+                else True
+            )
+            transport = AiohttpTransport(
+                verify=verify, max_connections=settings.max_connections, read_size=settings.chunk_size
+            )
         self._http = httpx.AsyncClient(
             base_url=settings.glance_base,
             transport=transport,
@@ -154,7 +165,7 @@ class GlanceClient:
             _remember_request_id(response, call)
             if response.status_code >= 400:
                 raise await _error_from_response(response, Operation.DOWNLOAD, image_id, call)
-            yield Download(response, self._settings.chunk_size, image_id)
+            yield Download(response, image_id)
         finally:
             # Closing at once releases the upstream connection when the client cancels mid-stream.
             await response.aclose()

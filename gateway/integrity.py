@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway.errors import Failure, Operation, from_outcome, invalid_argument
 
 _HEX_LENGTHS = {"sha512": 128, "md5": 32}
+# hashlib releases the GIL on large buffers, so digests computed here run beside the event loop on another
+# core (sha512 alone is slower than the network on this hardware; bench/NOTES.md).
+_HASHERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digest")
+# Below this a thread hop costs more than it saves.
+_INLINE_HASH_BYTES = 64 * 1024
 
 
 class DataCheck:
@@ -30,12 +38,15 @@ class DataCheck:
         self.size_failure = size_failure
         self.count = 0
         self._hashes = {algo: hashlib.new(algo) for algo in self.expected_digests}
+        # At most one chunk is being hashed at a time, so chunks are hashed in order and memory stays bounded.
+        self._hashing: asyncio.Future[None] | None = None
 
     @property
     def verifies_digest(self) -> bool:
         return bool(self._hashes)
 
-    def update(self, chunk: bytes) -> None:
+    async def update(self, chunk: bytes) -> None:
+        """Counts the chunk at once and hashes it while the caller goes on to move it."""
         self.count += len(chunk)
         if self.expected_size is not None and self.count > self.expected_size:
             raise from_outcome(
@@ -43,10 +54,25 @@ class DataCheck:
                 self.operation,
                 f"the data is longer than the expected {self.expected_size} bytes",
             )
+        if not self._hashes:
+            return
+        await self._hashed()
+        if len(chunk) < _INLINE_HASH_BYTES:
+            self._hash(chunk)
+        else:
+            self._hashing = asyncio.get_running_loop().run_in_executor(_HASHERS, self._hash, chunk)
+
+    def _hash(self, chunk: bytes) -> None:
         for digest in self._hashes.values():
             digest.update(chunk)
 
-    def finish(self) -> None:
+    async def _hashed(self) -> None:
+        if self._hashing is not None:
+            hashing, self._hashing = self._hashing, None
+            await hashing
+
+    async def finish(self) -> None:
+        await self._hashed()
         if self.expected_size is not None and self.count != self.expected_size:
             raise from_outcome(
                 self.size_failure,

@@ -10,11 +10,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway import wire
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
 from gateway.servicer import ImageService
 from generated.glance.gateway.v1 import image_service_pb2 as pb
-from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def create_server(
             ("grpc.max_receive_message_length", settings.max_message_size),
         ]
     )
-    pb_grpc.add_ImageServiceServicer_to_server(ImageService(settings, glance), server)
+    wire.add_image_service(ImageService(settings, glance), server)
     # Standard health checks (Kubernetes probes, Envoy) and reflection (grpcurl) for users in other languages.
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from gateway import convert, paging, validation
+from gateway import convert, paging, validation, wire
 from gateway.config import Settings
 from gateway.errors import C, Failure, GatewayError, Operation, invalid_argument
 from gateway.glance_client import CallContext, GlanceClient, JsonObject
@@ -79,7 +79,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
             check = DataCheck(
                 Operation.DOWNLOAD,
                 expected_size=length,
-                expected_digests=image_digests(body) if whole else None,
+                expected_digests=image_digests(body) if whole and not request.skip_verification else None,
                 size_failure=Failure.UPSTREAM_BROKEN,
             )
             byte_range = None if whole else (request.offset, request.offset + length - 1)
@@ -94,9 +94,9 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 )
                 await context.write(pb.GetImageResponse(header=header))
                 async for chunk in download.chunks():
-                    check.update(chunk)
-                    await context.write(pb.GetImageResponse(data=chunk))
-                check.finish()
+                    await check.update(chunk)
+                    await context.write(wire.data_message(chunk))
+                await check.finish()
 
     async def AddImage(
         self, request_iterator: AsyncIterator[pb.AddImageRequest], context: Context
@@ -245,13 +245,13 @@ async def _verified_body(
     """
     held = first
     if held is not None:
-        check.update(held)
+        await check.update(held)
     while (chunk := await _next_chunk(messages)) is not None:
-        check.update(chunk)
+        await check.update(chunk)
         if held is not None:
             yield held
         held = chunk
-    check.finish()
+    await check.finish()
     await _let_a_cancel_land()
     if held is not None:
         yield held

@@ -413,6 +413,17 @@ def test_corrupt_download_is_data_loss(
     assert_error(err, C.DATA_LOSS, "CHECKSUM_MISMATCH")
 
 
+def test_skip_verification_is_the_clients_choice(
+    fake_glance: FakeGlance, fake_stub: pb_grpc.ImageServiceStub
+) -> None:
+    # The gateway does not hash when asked not to, and says so; the length is still checked (below).
+    image_id = fake_glance.add(FAKE_DATA, "corrupt", "sha512")
+    request = pb.GetImageRequest(image_id=image_id, skip_verification=True)
+    header, data = download(fake_stub, request, timeout=30)
+    assert not header.verified
+    assert len(data) == len(FAKE_DATA) and data != FAKE_DATA
+
+
 @pytest.mark.parametrize("mode", ["short", "reset", "unframed"])
 def test_broken_download_is_unavailable(
     mode: str, fake_glance: FakeGlance, fake_stub: pb_grpc.ImageServiceStub

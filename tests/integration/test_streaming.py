@@ -93,6 +93,17 @@ def test_chunks_never_exceed_the_chunk_size(
     assert b"".join(chunks) == data
 
 
+def test_skip_verification_streams_the_same_bytes_unverified(
+    new_image: ImageTracker, stub: pb_grpc.ImageServiceStub
+) -> None:
+    data = b"".join(pseudo_random_chunks(11, 3 * MIB + 5))
+    image = new_image(data=data)
+    verified_header, verified_data = download(stub, pb.GetImageRequest(image_id=image.id))
+    header, unverified_data = download(stub, pb.GetImageRequest(image_id=image.id, skip_verification=True))
+    assert (verified_header.verified, header.verified) == (True, False)
+    assert verified_data == unverified_data == data
+
+
 @pytest.fixture(scope="module")
 def image_64_mib(module_images: ImageTracker, stub: pb_grpc.ImageServiceStub) -> pb.Image:
     image, _ = upload_generated(stub, module_images, 64 * MIB, seed=64)

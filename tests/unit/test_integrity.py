@@ -1,4 +1,6 @@
+import asyncio
 import hashlib
+import os
 
 import grpc
 import pytest
@@ -7,46 +9,69 @@ from gateway.errors import Failure, GatewayError, Operation
 from gateway.integrity import DataCheck, image_digests, upload_digests
 
 DATA = b"glance" * 1000
+# Chunks this large are hashed on a worker thread, beside the event loop.
+BIG_CHUNKS = [os.urandom(200 * 1024) for _ in range(12)]
+
+
+def stream(check: DataCheck, chunks: list[bytes], finish: bool = True) -> None:
+    async def feed() -> None:
+        for chunk in chunks:
+            await check.update(chunk)
+        if finish:
+            await check.finish()
+
+    asyncio.run(feed())
+
+
+def pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]
 
 
 def test_matching_stream_passes() -> None:
     check = DataCheck(Operation.UPLOAD, len(DATA), {"sha512": hashlib.sha512(DATA).hexdigest()})
-    for start in range(0, len(DATA), 700):
-        check.update(DATA[start : start + 700])
-    check.finish()
+    stream(check, pieces(DATA, 700))
     assert check.count == len(DATA)
+
+
+@pytest.mark.parametrize("algo", ["sha512", "md5"])
+def test_large_chunks_hashed_off_the_loop_stay_in_order(algo: str) -> None:
+    whole = b"".join(BIG_CHUNKS)
+    check = DataCheck(Operation.DOWNLOAD, len(whole), {algo: hashlib.new(algo, whole).hexdigest()})
+    stream(check, BIG_CHUNKS)
+    swapped = DataCheck(Operation.DOWNLOAD, len(whole), {algo: hashlib.new(algo, whole).hexdigest()})
+    with pytest.raises(GatewayError) as caught:
+        stream(swapped, [BIG_CHUNKS[1], BIG_CHUNKS[0], *BIG_CHUNKS[2:]])
+    assert caught.value.reason == "CHECKSUM_MISMATCH"
 
 
 def test_longer_stream_fails_on_the_chunk_that_overflows() -> None:
     check = DataCheck(Operation.UPLOAD, 10)
-    check.update(b"x" * 10)
+    stream(check, [b"x" * 10], finish=False)
     with pytest.raises(GatewayError) as caught:
-        check.update(b"y")
+        stream(check, [b"y"], finish=False)
     assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SIZE_MISMATCH")
 
 
 def test_shorter_stream_fails_at_the_end() -> None:
     check = DataCheck(Operation.UPLOAD, 10)
-    check.update(b"x" * 9)
     with pytest.raises(GatewayError) as caught:
-        check.finish()
+        stream(check, [b"x" * 9])
     assert caught.value.reason == "SIZE_MISMATCH"
 
 
 def test_download_size_failure_is_its_own_outcome() -> None:
     check = DataCheck(Operation.DOWNLOAD, 10, size_failure=Failure.UPSTREAM_BROKEN)
-    check.update(b"x")
     with pytest.raises(GatewayError) as caught:
-        check.finish()
+        stream(check, [b"x"])
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
 
 
 @pytest.mark.parametrize("algo", ["sha512", "md5"])
-def test_digest_mismatch_is_data_loss(algo: str) -> None:
-    check = DataCheck(Operation.DOWNLOAD, None, {algo: hashlib.new(algo, DATA).hexdigest()})
-    check.update(DATA[:-1] + b"X")
+@pytest.mark.parametrize("data", [DATA, b"".join(BIG_CHUNKS)], ids=["small", "big"])
+def test_digest_mismatch_is_data_loss(algo: str, data: bytes) -> None:
+    check = DataCheck(Operation.DOWNLOAD, None, {algo: hashlib.new(algo, data).hexdigest()})
     with pytest.raises(GatewayError) as caught:
-        check.finish()
+        stream(check, pieces(data[:-1] + b"X", 300 * 1024))
     assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.DATA_LOSS, "CHECKSUM_MISMATCH")
 
 

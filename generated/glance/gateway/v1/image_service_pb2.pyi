@@ -632,6 +632,7 @@ class GetImageRequest(_message.Message):
     IMAGE_URI_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    SKIP_VERIFICATION_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """The image's id (a UUID)."""
     image_uri: _builtins.str
@@ -645,6 +646,12 @@ class GetImageRequest(_message.Message):
     INVALID_ARGUMENT. A read with offset or limit set is a partial read and is
     not hash-verified (Glance publishes hashes of whole images only).
     """
+    skip_verification: _builtins.bool
+    """When true, a whole-image read is not hash-verified by the gateway
+    (DownloadHeader.verified is false); the length is still checked. For
+    clients that verify the data themselves and want the gateway's full
+    speed: hashing with SHA-512 costs about one CPU core per 500 MB/s.
+    """
     def __init__(
         self,
         *,
@@ -652,10 +659,11 @@ class GetImageRequest(_message.Message):
         image_uri: _builtins.str = ...,
         offset: _builtins.int = ...,
         limit: _builtins.int = ...,
+        skip_verification: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_id", b"image_id", "image_uri", b"image_uri"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_id", b"image_id", "image_uri", b"image_uri", "limit", b"limit", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_id", b"image_id", "image_uri", b"image_uri", "limit", b"limit", "offset", b"offset", "skip_verification", b"skip_verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_image: _TypeAlias = _typing.Literal["image_id", "image_uri"]  # noqa: Y015
     _WhichOneofArgType_image: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015

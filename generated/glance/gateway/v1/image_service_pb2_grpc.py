@@ -92,7 +92,7 @@ class ImageServiceServicer:
         """GetImage downloads an image. The first message carries the image metadata
         and the byte range that follows; every later message carries a data chunk.
         A whole-image read is verified against the image's hash as it streams and
-        ends with DATA_LOSS if the data does not match.
+        ends with DATA_LOSS if the data does not match (unless skip_verification).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,7 +58,7 @@ class ImageServiceStub:
     """GetImage downloads an image. The first message carries the image metadata
     and the byte range that follows; every later message carries a data chunk.
     A whole-image read is verified against the image's hash as it streams and
-    ends with DATA_LOSS if the data does not match.
+    ends with DATA_LOSS if the data does not match (unless skip_verification).
     """
     AddImage: _grpc.StreamUnaryMultiCallable[_image_service_pb2.AddImageRequest, _image_service_pb2.AddImageResponse]
     """AddImage creates an image. The first message must carry the image spec;
@@ -90,7 +90,7 @@ class ImageServiceAsyncStub(ImageServiceStub):
     """GetImage downloads an image. The first message carries the image metadata
     and the byte range that follows; every later message carries a data chunk.
     A whole-image read is verified against the image's hash as it streams and
-    ends with DATA_LOSS if the data does not match.
+    ends with DATA_LOSS if the data does not match (unless skip_verification).
     """
     AddImage: _aio.StreamUnaryMultiCallable[_image_service_pb2.AddImageRequest, _image_service_pb2.AddImageResponse]  # type: ignore[assignment]
     """AddImage creates an image. The first message must carry the image spec;
@@ -137,7 +137,7 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetImage downloads an image. The first message carries the image metadata
         and the byte range that follows; every later message carries a data chunk.
         A whole-image read is verified against the image's hash as it streams and
-        ends with DATA_LOSS if the data does not match.
+        ends with DATA_LOSS if the data does not match (unless skip_verification).
         """
 
     @_abc_1.abstractmethod
