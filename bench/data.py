@@ -57,7 +57,8 @@ class UploadData:
 
     def __init__(self, size: int, seed: int, max_buffer: int = 512 * MIB) -> None:
         self.size = size
-        self._buffer = random.Random(seed).randbytes(min(size, max_buffer)) if size else b""
+        # Made in 1 MiB pieces: one randbytes() call cannot make more than 256 MiB.
+        self._buffer = b"".join(random_chunks(seed, min(size, max_buffer)))
         self._digests: Digests | None = None
 
     def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
