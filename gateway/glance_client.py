@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 JSON_PATCH = "application/openstack-images-v2.1-json-patch"
 REQUEST_ID_HEADER = "x-openstack-request-id"
+USER_AGENT = "glance-grpc-gateway"
 # Error bodies are short; never read more than this of one.
 MAX_ERROR_BODY = 64 * 1024
 
@@ -86,19 +87,14 @@ class GlanceClient:
             transport = AiohttpTransport(
                 verify=verify, max_connections=settings.max_connections, read_size=settings.chunk_size
             )
-        self._http = httpx.AsyncClient(
-            base_url=settings.glance_base,
-            transport=transport,
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=20),
-            # Only ever the configured Glance: no proxies from the environment, no redirects elsewhere.
-            trust_env=False,
-            follow_redirects=False,
-            verify=settings.glance_ca_file or True,
-        )
+        # Requests go straight to the transport: httpx's client layer (cookie jar, auth and redirect flows,
+        # URL merging) holds nothing the gateway wants (no redirects; no cookie may pass from one caller to
+        # the next) and cost a third of the CPU of a metadata call (bench/NOTES.md).
+        self._transport = transport
+        self._base = settings.glance_base
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def list_images(self, params: list[tuple[str, str]], call: CallContext) -> JsonObject:
         return await self._json("GET", "/v2/images", Operation.LIST, call, params=params)
@@ -160,7 +156,7 @@ class GlanceClient:
             headers["Range"] = f"bytes={first}-{'' if last is None else last}"
         request = self._request("GET", f"/v2/images/{image_id}/file", call, headers=headers)
         with _transport_errors(Operation.DOWNLOAD, image_id):
-            response = await self._http.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         try:
             _remember_request_id(response, call)
             if response.status_code >= 400:
@@ -181,10 +177,16 @@ class GlanceClient:
         content: bytes | AsyncIterator[bytes] | None = None,
     ) -> httpx.Request:
         merged = call.headers()
+        merged["User-Agent"] = USER_AGENT
         merged.update(headers or {})
-        query: list[tuple[str, str | int | float | bool | None]] = list(params or [])
-        return self._http.build_request(
-            method, path, headers=merged, params=query, content=content, timeout=self._timeout(call)
+        query: list[tuple[str, str | int | float | bool | None]] | None = list(params) if params else None
+        return httpx.Request(
+            method,
+            self._base + path,
+            headers=merged,
+            params=query,
+            content=content,
+            extensions={"timeout": self._timeout(call).as_dict()},
         )
 
     def _timeout(self, call: CallContext) -> httpx.Timeout:
@@ -238,7 +240,11 @@ class GlanceClient:
         with _transport_errors(operation, image_id):
             try:
                 async with asyncio.timeout(budget):
-                    response = await self._http.send(request)
+                    response = await self._transport.handle_async_request(request)
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except TimeoutError:
                 raise from_outcome(
                     Failure.CLIENT_DEADLINE, operation, "the call's deadline passed while Glance was working"
