@@ -140,8 +140,8 @@ def throughput_chart(figures: Sequence[Figure], path: Path, smoke: bool = False)
         ax.bar_label(drawn, fmt="%.0f", label_type="center", fontsize=8)
     ax.set_xticks(positions, labels)
     ax.set_ylabel(f"MB/s (median, min{DASH}max)")
-    size = bars[0].title.split(", ")[-1] if bars else ""
-    ax.set_title(f"Throughput, gateway vs direct, {size}" + (" (smoke run)" if smoke else ""))
+    size = bars[0].title.split(", ")[-1].removesuffix(" random image") if bars else ""
+    ax.set_title(f"Throughput, gateway vs direct, {size} images" + (" (smoke run)" if smoke else ""))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

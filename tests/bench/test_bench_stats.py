@@ -98,6 +98,11 @@ def test_upload_data_is_the_same_bytes_every_time() -> None:
     assert digests.md5 == hashlib.md5(first).hexdigest()
 
 
+def test_upload_data_is_made_a_chunk_at_a_time() -> None:
+    # One randbytes() call cannot make 512 MiB, so the buffer is the same stream the seeding uses.
+    assert b"".join(UploadData(2 * MIB + 3, seed=9).chunks()) == b"".join(random_chunks(9, 2 * MIB + 3))
+
+
 def test_upload_data_bigger_than_its_buffer_repeats_the_buffer() -> None:
     data = UploadData(5 * MIB, seed=2, max_buffer=2 * MIB)
     sent = b"".join(data.chunks())
