@@ -21,7 +21,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"runs": 3, "size_mib": 512, "small_mib": 64, "big_mib": 2048, "calls": 2000, "concurrency": 50,
         "calls_per_caller": 40}  # fmt: skip
 FIGURE_ORDER = (
-    "download", "upload", "glanceclient", "rss_peak", "rss_flat", "latency_p50", "latency_p99", "concurrency",
+    "download", "download_unverified", "upload", "glanceclient", "rss_peak", "rss_flat", "latency_p50",
+    "latency_p99", "concurrency",
 )  # fmt: skip
 # Seconds, not minutes: only that every path of the harness still works.
 SMOKE = {"runs": 3, "size_mib": 4, "small_mib": 4, "big_mib": 8, "calls": 50, "concurrency": 5,

@@ -108,6 +108,7 @@ class UpstreamBench:
         ):
             stub = pb_grpc.ImageServiceStub(channel)
             figures.append(self._timed("download", lambda: self.download(stub, client)))
+            figures.append(self._timed("unverified download", lambda: self.download(stub, client, False)))
             figures.append(self._timed("upload", lambda: self.upload(stub, client)))
             figures.append(self._timed("glanceclient", lambda: self.glanceclient(stub)))
             figures.extend(self._timed("latency", lambda: self.latency(stub, client)))
@@ -138,20 +139,23 @@ class UpstreamBench:
             **kw,
         )
 
-    def download(self, stub: pb_grpc.ImageServiceStub, client: Any) -> Figure:
+    def download(self, stub: pb_grpc.ImageServiceStub, client: Any, verify: bool = True) -> Figure:
+        """GetImage as users get it (SHA-512 verified), or with skip_verification: like for like with a
+        direct download, which verifies nothing."""
         image = self.images[self.plan.size]
         pairs = interleaved(
             self.plan.runs,
-            lambda: throughput_mb_s(image.size, measure.gateway_download(stub, image)),
+            lambda: throughput_mb_s(image.size, measure.gateway_download(stub, image, verify)),
             lambda: throughput_mb_s(image.size, measure.direct_download(client, image)),
         )
-        self._log_pairs("GetImage", pairs, "MB/s")
+        label = "GetImage" if verify else "GetImage skip_verification"
+        self._log_pairs(label, pairs, "MB/s")
         return self._figure(
-            "download",
-            f"GetImage MB/s, {size_label(image.size)} random image",
+            "download" if verify else "download_unverified",
+            f"{label} MB/s, {size_label(image.size)} random image",
             "MB/s",
             pairs,
-            gateway_label="GetImage",
+            gateway_label=label,
             baseline_label="direct httpx streaming GET",
             result_unit="",
             target=Target(">=", DOWNLOAD_RATIO),

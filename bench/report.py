@@ -124,9 +124,10 @@ def throughput_chart(figures: Sequence[Figure], path: Path, smoke: bool = False)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars = [f for f in figures if f.key in ("download", "upload") and f.baseline is not None]
-    labels = [f"{'GetImage' if f.key == 'download' else 'AddImage'}\n{f.upstream}" for f in bars]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    names = {"download": "GetImage", "download_unverified": "GetImage\nunverified", "upload": "AddImage"}
+    bars = [f for f in figures if f.key in names and f.baseline is not None]
+    labels = [f"{names[f.key]}\n{f.upstream}" for f in bars]
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
     width = 0.38
     positions = list(range(len(bars)))
     sides: list[tuple[float, str, list[Series]]] = [

@@ -10,13 +10,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from gateway.config import Settings
 from gateway.errors import Failure, GatewayError, Operation, clean_glance_message, from_outcome
 from gateway.http_transport import AiohttpTransport
+from gateway.integrity import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class GlanceClient:
     async def upload(
         self,
         image_id: str,
-        data: AsyncIterator[bytes],
+        data: AsyncIterator[Chunk],
         size: int | None,
         store: str | None,
         call: CallContext,
@@ -174,7 +175,7 @@ class GlanceClient:
         *,
         headers: dict[str, str] | None = None,
         params: list[tuple[str, str]] | None = None,
-        content: bytes | AsyncIterator[bytes] | None = None,
+        content: bytes | AsyncIterator[Chunk] | None = None,
     ) -> httpx.Request:
         merged = call.headers()
         merged["User-Agent"] = USER_AGENT
@@ -185,7 +186,9 @@ class GlanceClient:
             self._base + path,
             headers=merged,
             params=query,
-            content=content,
+            # Upload chunks may be memoryviews (wire.parse_upload_message); httpx passes them through as they
+            # are and aiohttp writes any buffer, though httpx's hints say bytes.
+            content=cast("bytes | AsyncIterator[bytes] | None", content),
             extensions={"timeout": self._timeout(call).as_dict()},
         )
 

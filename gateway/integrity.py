@@ -11,6 +11,9 @@ from typing import Any
 
 from gateway.errors import Failure, Operation, from_outcome, invalid_argument
 
+# Image data as it streams: bytes, or a view into a received message (no copy).
+Chunk = bytes | memoryview
+
 _HEX_LENGTHS = {"sha512": 128, "md5": 32}
 # hashlib releases the GIL on large buffers, so digests computed here run beside the event loop on another
 # core (sha512 alone is slower than the network on this hardware; bench/NOTES.md).
@@ -45,7 +48,7 @@ class DataCheck:
     def verifies_digest(self) -> bool:
         return bool(self._hashes)
 
-    async def update(self, chunk: bytes) -> None:
+    async def update(self, chunk: Chunk) -> None:
         """Counts the chunk at once and hashes it while the caller goes on to move it."""
         self.count += len(chunk)
         if self.expected_size is not None and self.count > self.expected_size:
@@ -62,7 +65,7 @@ class DataCheck:
         else:
             self._hashing = asyncio.get_running_loop().run_in_executor(_HASHERS, self._hash, chunk)
 
-    def _hash(self, chunk: bytes) -> None:
+    def _hash(self, chunk: Chunk) -> None:
         for digest in self._hashes.values():
             digest.update(chunk)
 

@@ -13,7 +13,7 @@ from gateway import convert, paging, validation, wire
 from gateway.config import Settings
 from gateway.errors import C, Failure, GatewayError, Operation, invalid_argument
 from gateway.glance_client import CallContext, GlanceClient, JsonObject
-from gateway.integrity import DataCheck, image_digests, upload_digests
+from gateway.integrity import Chunk, DataCheck, image_digests, upload_digests
 from gateway.rpc_scope import RpcScope
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
@@ -99,7 +99,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 await check.finish()
 
     async def AddImage(
-        self, request_iterator: AsyncIterator[pb.AddImageRequest], context: Context
+        self, request_iterator: AsyncIterator[UploadMessage], context: Context
     ) -> pb.AddImageResponse:
         async with RpcScope(context, "AddImage") as call:
             messages = aiter(request_iterator)
@@ -218,16 +218,24 @@ def _no_data(image_id: str) -> GatewayError:
     )  # fmt: skip
 
 
-async def _first_spec(messages: AsyncIterator[pb.AddImageRequest]) -> pb.ImageSpec:
+# AddImage's messages as wire.parse_upload_message gives them: data-only messages are views of their bytes.
+UploadMessage = pb.AddImageRequest | memoryview
+
+
+async def _first_spec(messages: AsyncIterator[UploadMessage]) -> pb.ImageSpec:
     first = await anext(messages, None)
-    if first is None or first.WhichOneof("content") != "spec":
+    if not isinstance(first, pb.AddImageRequest) or first.WhichOneof("content") != "spec":
         raise invalid_argument("SPEC_NOT_FIRST", "the first AddImage message must carry the image spec")
     return first.spec
 
 
-async def _next_chunk(messages: AsyncIterator[pb.AddImageRequest]) -> bytes | None:
+async def _next_chunk(messages: AsyncIterator[UploadMessage]) -> Chunk | None:
     """The next non-empty data chunk, or None at the end of the stream."""
     async for message in messages:
+        if isinstance(message, memoryview):
+            if message:
+                return message
+            continue
         if message.WhichOneof("content") != "data":
             raise invalid_argument("SPEC_NOT_FIRST", "only the first AddImage message may carry the spec")
         if message.data:
@@ -236,8 +244,8 @@ async def _next_chunk(messages: AsyncIterator[pb.AddImageRequest]) -> bytes | No
 
 
 async def _verified_body(
-    first: bytes | None, messages: AsyncIterator[pb.AddImageRequest], check: DataCheck
-) -> AsyncIterator[bytes]:
+    first: Chunk | None, messages: AsyncIterator[UploadMessage], check: DataCheck
+) -> AsyncIterator[Chunk]:
     """The upload body, checked as it streams.
 
     The last chunk is held back until the client's stream has ended and passed every check: a stream of the

@@ -30,6 +30,27 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def parse_upload_message(raw: bytes) -> pb.AddImageRequest | memoryview:
+    """An AddImageRequest off the wire. One that holds only data (every message after the spec) comes back as
+    a view of its bytes: protobuf would copy the chunk into the message and again out of it."""
+    if raw[:1] == _DATA_TAG:
+        length, start = _read_varint(raw, 1)
+        if start + length == len(raw):
+            return memoryview(raw)[start:]
+    return pb.AddImageRequest.FromString(raw)
+
+
+def _read_varint(raw: bytes, position: int) -> tuple[int, int]:
+    """The varint at `position` and where it ends; a malformed one reads as a length that cannot match."""
+    value = shift = 0
+    for index in range(position, min(position + 10, len(raw))):
+        value |= (raw[index] & 0x7F) << shift
+        if raw[index] < 0x80:
+            return value, index + 1
+        shift += 7
+    return -1, len(raw)
+
+
 def _serialize_download(message: pb.GetImageResponse | bytes) -> bytes:
     return message if isinstance(message, bytes) else message.SerializeToString()
 
@@ -55,7 +76,7 @@ def add_image_service(servicer: Any, server: grpc.aio.Server) -> None:
         ),
         "AddImage": grpc.stream_unary_rpc_method_handler(
             servicer.AddImage,
-            request_deserializer=pb.AddImageRequest.FromString,
+            request_deserializer=parse_upload_message,
             response_serializer=pb.AddImageResponse.SerializeToString,
         ),
         "UpdateImage": grpc.unary_unary_rpc_method_handler(
