@@ -23,6 +23,7 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_connections: int = 100
+    upload_window: int = MIB
     log_level: str = "INFO"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -38,6 +39,8 @@ class Settings:
             raise ValueError("glance URL must not carry a query, fragment or credentials")
         if self.chunk_size <= 0:
             raise ValueError("chunk size must be positive")
+        if not 64 * 1024 <= self.upload_window <= 256 * MIB:
+            raise ValueError("upload window must be between 64 KiB and 256 MiB")
         if self.chunk_size + MESSAGE_OVERHEAD > self.max_message_size:
             raise ValueError("chunk size must stay below the max message size (minus 1 KiB of framing)")
         for name in ("connect_timeout", "read_timeout"):
@@ -105,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="most concurrent connections to Glance (default %(default)s)",
     )
     parser.add_argument(
+        "--upload-window",
+        type=int,
+        default=MIB,
+        help="HTTP/2 receive window of each gRPC stream, in bytes: what one upload can have buffered in the "
+        "gateway. An upload over a path with round-trip time RTT reaches at most window/RTT; raise it for "
+        "far-away clients (default %(default)s)",
+    )
+    parser.add_argument(
         "--tls-cert",
         default=os.environ.get("GATEWAY_TLS_CERT"),
         help="PEM certificate chain: serve gRPC over TLS (env GATEWAY_TLS_CERT; needs --tls-key). Without it "
@@ -142,6 +153,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
             connect_timeout=args.connect_timeout,
             read_timeout=args.read_timeout,
             max_connections=args.max_connections,
+            upload_window=args.upload_window,
             log_level=args.log_level,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,

@@ -30,6 +30,10 @@ def create_server(
         options=[
             ("grpc.max_send_message_length", settings.max_message_size),
             ("grpc.max_receive_message_length", settings.max_message_size),
+            # A fixed receive window instead of gRPC's adaptive (BDP-probed) one: the adaptive window grew
+            # while a long upload ran into a slower Glance, and the gateway's memory with it (bench/NOTES.md).
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", settings.upload_window),
         ]
     )
     wire.add_image_service(ImageService(settings, glance), server)

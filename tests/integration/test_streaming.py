@@ -30,7 +30,7 @@ from .support import (
 )
 
 ROUND_TRIP_SIZE = 256 * MIB
-PEAK_RSS_LIMIT = 150 * MIB
+PEAK_RSS_LIMIT = 100 * MIB
 
 
 def hashed(chunks: Iterable[bytes], digest: hashlib._Hash) -> Iterator[bytes]:

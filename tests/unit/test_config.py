@@ -36,3 +36,11 @@ def test_tls_certificate_and_key_go_together() -> None:
     with pytest.raises(ValueError):
         Settings(glance_url="http://g", tls_cert="cert.pem")
     assert Settings(glance_url="http://g", tls_cert="c.pem", tls_key="k.pem").tls_key == "k.pem"
+
+
+def test_upload_window_is_bounded() -> None:
+    assert parse_settings([]).upload_window == MIB
+    assert parse_settings(["--upload-window", str(8 * MIB)]).upload_window == 8 * MIB
+    for bad in (0, 1024, 512 * MIB):
+        with pytest.raises(ValueError):
+            Settings(glance_url="http://g", upload_window=bad)
