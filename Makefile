@@ -52,7 +52,7 @@ lint: $(INSTALLED) $(BUF)
 	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests bench
 	$(BUF) lint
 
-test: $(INSTALLED) glance-venv
+test: $(INSTALLED) glance-venv nginx
 	$(BIN)/pytest
 
 # A real local Glance on 127.0.0.1:9292 (data kept in .state/) and the gateway on 50051; Ctrl-C stops both.
