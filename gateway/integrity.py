@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
+import weakref
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,11 +16,12 @@ from gateway.errors import Failure, Operation, from_outcome, invalid_argument
 Chunk = bytes | memoryview
 
 _HEX_LENGTHS = {"sha512": 128, "md5": 32}
-# hashlib releases the GIL on large buffers, so digests computed here run beside the event loop on another
-# core (sha512 alone is slower than the network on this hardware; bench/NOTES.md).
-_HASHERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="digest")
-# Below this a thread hop costs more than it saves.
+# hashlib releases the GIL on large buffers, so each stream's digests are computed on a thread of its own,
+# beside the event loop, on another core (SHA-512 alone is slower than the network here; bench/NOTES.md).
+# Below this size a thread hop costs more than it saves.
 _INLINE_HASH_BYTES = 64 * 1024
+# Chunks queued for hashing per stream: enough to ride out scheduling jitter, few enough to bound memory.
+_HASH_QUEUE_DEPTH = 4
 
 
 class DataCheck:
@@ -41,8 +43,9 @@ class DataCheck:
         self.size_failure = size_failure
         self.count = 0
         self._hashes = {algo: hashlib.new(algo) for algo in self.expected_digests}
-        # At most one chunk is being hashed at a time, so chunks are hashed in order and memory stays bounded.
-        self._hashing: asyncio.Future[None] | None = None
+        # One worker thread hashes the chunks in the order they came; at most _HASH_QUEUE_DEPTH wait for it.
+        self._hasher: ThreadPoolExecutor | None = None
+        self._hashing: deque[asyncio.Future[None]] = deque()
 
     @property
     def verifies_digest(self) -> bool:
@@ -59,23 +62,29 @@ class DataCheck:
             )
         if not self._hashes:
             return
-        await self._hashed()
-        if len(chunk) < _INLINE_HASH_BYTES:
+        if len(chunk) < _INLINE_HASH_BYTES and not self._hashing:
             self._hash(chunk)
-        else:
-            self._hashing = asyncio.get_running_loop().run_in_executor(_HASHERS, self._hash, chunk)
+            return
+        while len(self._hashing) >= _HASH_QUEUE_DEPTH:
+            await self._hashing.popleft()
+        self._hashing.append(asyncio.get_running_loop().run_in_executor(self._thread(), self._hash, chunk))
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
+            # An abandoned stream (an error, a cancel) lets its thread go when the check is dropped.
+            weakref.finalize(self, self._hasher.shutdown, wait=False, cancel_futures=True)
+        return self._hasher
 
     def _hash(self, chunk: Chunk) -> None:
         for digest in self._hashes.values():
             digest.update(chunk)
 
-    async def _hashed(self) -> None:
-        if self._hashing is not None:
-            hashing, self._hashing = self._hashing, None
-            await hashing
-
     async def finish(self) -> None:
-        await self._hashed()
+        while self._hashing:
+            await self._hashing.popleft()
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=False)
         if self.expected_size is not None and self.count != self.expected_size:
             raise from_outcome(
                 self.size_failure,

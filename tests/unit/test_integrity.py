@@ -44,6 +44,16 @@ def test_large_chunks_hashed_off_the_loop_stay_in_order(algo: str) -> None:
     assert caught.value.reason == "CHECKSUM_MISMATCH"
 
 
+def test_small_chunks_queue_behind_large_ones_in_order() -> None:
+    mixed = [piece for big in BIG_CHUNKS for piece in (big, os.urandom(100))]
+    whole = b"".join(mixed)
+    check = DataCheck(Operation.UPLOAD, len(whole), {"sha512": hashlib.sha512(whole).hexdigest()})
+    stream(check, mixed)
+    reordered = DataCheck(Operation.UPLOAD, len(whole), {"sha512": hashlib.sha512(whole).hexdigest()})
+    with pytest.raises(GatewayError):
+        stream(reordered, [mixed[0], mixed[2], mixed[1], *mixed[3:]])
+
+
 def test_longer_stream_fails_on_the_chunk_that_overflows() -> None:
     check = DataCheck(Operation.UPLOAD, 10)
     stream(check, [b"x" * 10], finish=False)
