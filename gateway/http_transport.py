@@ -58,6 +58,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(
                         total=None,
+                        # Waiting for a free pooled connection is bounded too, as in httpx's own pool.
+                        connect=timeout.get("pool"),
                         sock_connect=timeout.get("connect"),
                         sock_read=timeout.get("read"),
                     ),
