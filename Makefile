@@ -49,7 +49,7 @@ lint: $(INSTALLED) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict gateway
-	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests bench
+	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests bench harness
 	$(BUF) lint
 
 test: $(INSTALLED) glance-venv nginx

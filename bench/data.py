@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.data import pseudo_random_chunks
+
 MIB = 1024 * 1024
 CHUNK = MIB
-
-
-def random_chunks(seed: int, total: int, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    """`total` pseudo-random bytes (the same ones for the same seed), `chunk_size` at a time."""
-    rng = random.Random(seed)
-    remaining = total
-    while remaining > 0:
-        size = min(chunk_size, remaining)
-        yield rng.randbytes(size)
-        remaining -= size
 
 
 @dataclass(frozen=True)
@@ -58,7 +49,7 @@ class UploadData:
     def __init__(self, size: int, seed: int, max_buffer: int = 512 * MIB) -> None:
         self.size = size
         # Made in 1 MiB pieces: one randbytes() call cannot make more than 256 MiB.
-        self._buffer = b"".join(random_chunks(seed, min(size, max_buffer)))
+        self._buffer = b"".join(pseudo_random_chunks(seed, min(size, max_buffer)))
         self._digests: Digests | None = None
 
     def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:

@@ -12,11 +12,11 @@ import glanceclient  # type: ignore[import-untyped]
 
 from bench import measure
 from bench.data import UploadData
-from bench.gateway_proc import Gateway
 from bench.model import Figure, Target
 from bench.stats import Series, paired, percentile, throughput_mb_s
 from bench.upstreams import SeededImage, Upstream, http_client
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
+from harness.process import GatewayProcess
 
 MIB = 1024 * 1024
 # Targets from the issue. "Flat": the peak at the big size may exceed the peak at the small size by this much.
@@ -102,7 +102,7 @@ class UpstreamBench:
         figures: list[Figure] = []
         # One gateway for the throughput, latency and concurrency figures; fresh ones for the RSS figures.
         with (
-            Gateway(self.upstream.url) as gateway,
+            GatewayProcess(self.upstream.url, isolated=True) as gateway,
             measure.open_channel(gateway.address) as channel,
             http_client(self.upstream.url) as client,
         ):
@@ -262,7 +262,10 @@ class UpstreamBench:
         peaks: dict[int, list[float]] = {small: [], big: []}
         for run in range(self.plan.runs):
             for size in (small, big) if run % 2 == 0 else (big, small):
-                with Gateway(self.upstream.url) as gateway, measure.open_channel(gateway.address) as channel:
+                with (
+                    GatewayProcess(self.upstream.url, isolated=True) as gateway,
+                    measure.open_channel(gateway.address) as channel,
+                ):
                     stub = pb_grpc.ImageServiceStub(channel)
                     down = measure.gateway_download(stub, self.images[size])
                     up = measure.gateway_upload(stub, self.upstream, self.uploads[size])

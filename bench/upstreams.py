@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,8 +24,11 @@ from typing import Any
 
 import httpx
 
-from bench.data import Digests, Hashing, UploadData, random_chunks
+from bench.data import Digests, Hashing, UploadData
+from harness.data import pseudo_random_chunks
+from harness.process import die_with_parent
 from localglance import GlanceServer
+from localglance.ports import free_port
 
 JsonObject = dict[str, Any]
 HOST = "127.0.0.1"
@@ -46,19 +47,6 @@ class SeededImage:
 def http_client(base_url: str, timeout: float = 300.0) -> httpx.Client:
     """A plain httpx client for loopback (never a proxy from the environment)."""
     return httpx.Client(base_url=base_url, trust_env=False, timeout=timeout)
-
-
-def die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the bench process dies, even by SIGKILL (Linux only)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Upstream(abc.ABC):
@@ -143,7 +131,7 @@ class GlanceUpstream(Upstream):
         )
         created.raise_for_status()
         image_id = str(created.json()["id"])
-        hashing = Hashing(random_chunks(seed, size))
+        hashing = Hashing(pseudo_random_chunks(seed, size))
         response = self.http.put(
             f"/v2/images/{image_id}/file",
             content=iter(hashing),
@@ -309,7 +297,7 @@ class NginxUpstream(Upstream):
 
     def seed(self, size: int, seed: int) -> SeededImage:
         image_id = str(uuid.uuid4())
-        hashing = Hashing(random_chunks(seed, size))
+        hashing = Hashing(pseudo_random_chunks(seed, size))
         with open(self._data(image_id), "wb") as out:
             for chunk in hashing:
                 out.write(chunk)

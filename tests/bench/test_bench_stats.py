@@ -6,10 +6,11 @@ import hashlib
 
 import pytest
 
-from bench.data import MIB, UploadData, random_chunks
+from bench.data import MIB, UploadData
 from bench.figures import interleaved, size_label
 from bench.model import Target
 from bench.stats import Series, paired, percentile, throughput_mb_s
+from harness.data import pseudo_random_chunks
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -100,7 +101,9 @@ def test_upload_data_is_the_same_bytes_every_time() -> None:
 
 def test_upload_data_is_made_a_chunk_at_a_time() -> None:
     # One randbytes() call cannot make 512 MiB, so the buffer is the same stream the seeding uses.
-    assert b"".join(UploadData(2 * MIB + 3, seed=9).chunks()) == b"".join(random_chunks(9, 2 * MIB + 3))
+    assert b"".join(UploadData(2 * MIB + 3, seed=9).chunks()) == b"".join(
+        pseudo_random_chunks(9, 2 * MIB + 3)
+    )
 
 
 def test_upload_data_bigger_than_its_buffer_repeats_the_buffer() -> None:
@@ -111,10 +114,10 @@ def test_upload_data_bigger_than_its_buffer_repeats_the_buffer() -> None:
 
 
 def test_random_chunks_are_reproducible_and_exact() -> None:
-    chunks = list(random_chunks(5, 2 * MIB + 1))
+    chunks = list(pseudo_random_chunks(5, 2 * MIB + 1))
     assert [len(c) for c in chunks] == [MIB, MIB, 1]
-    assert b"".join(chunks) == b"".join(random_chunks(5, 2 * MIB + 1))
-    assert b"".join(chunks) != b"".join(random_chunks(6, 2 * MIB + 1))
+    assert b"".join(chunks) == b"".join(pseudo_random_chunks(5, 2 * MIB + 1))
+    assert b"".join(chunks) != b"".join(pseudo_random_chunks(6, 2 * MIB + 1))
 
 
 def test_size_labels() -> None:

@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
 import re
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +18,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -34,12 +28,13 @@ from grpc_status import rpc_status
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
+from harness.data import pseudo_random_chunks as pseudo_random_chunks
+from harness.process import GatewayProcess as GatewayProcess
+from harness.process import peak_rss_bytes as peak_rss_bytes
 
-REPO = Path(__file__).resolve().parents[2]
 KIB = 1024
 MIB = 1024 * KIB
 ERROR_DOMAIN = "glance-grpc-gateway"
-LISTENING = re.compile(r"gateway listening on [^\s:]+:(\d+)")
 # Loopback only: never let an http_proxy from the environment sit between the tests and Glance.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # gRPC honours http_proxy too; the gateway is on loopback.
@@ -63,16 +58,6 @@ def new_id() -> str:
 
 def chunks_of(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
-
-
-def pseudo_random_chunks(seed: int, total: int, chunk_size: int = MIB) -> Iterator[bytes]:
-    """The same `total` bytes for the same seed, generated a chunk at a time (never all in memory)."""
-    rng = random.Random(seed)
-    remaining = total
-    while remaining > 0:
-        size = min(chunk_size, remaining)
-        yield rng.randbytes(size)
-        remaining -= size
 
 
 def sha512_hex(data: bytes) -> str:
@@ -220,16 +205,6 @@ def upstream_connections(pid: int, port: int) -> list[str]:
     return found
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """VmHWM: the most resident memory the process has ever had."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            value, unit = line.split()[1:3]
-            assert unit == "kB"
-            return int(value) * KIB
-    raise AssertionError(f"no VmHWM for pid {pid}")
-
-
 # -- images made through the gateway, always cleaned up ----------------------
 
 
@@ -273,82 +248,6 @@ class ImageTracker:
 
 
 # -- the gateway as a real process -------------------------------------------
-
-
-class GatewayProcess:
-    """`python -m gateway` on an OS-chosen port; its log lines are kept (stderr is drained by a thread)."""
-
-    def __init__(self, glance_url: str, *extra_args: str, log_level: str = "INFO") -> None:
-        self.glance_url = glance_url
-        self.args = [
-            sys.executable, "-m", "gateway", "--port", "0", "--glance-url", glance_url,
-            "--log-level", log_level, *extra_args,
-        ]  # fmt: skip
-        self.log_lines: list[str] = []
-        self.port = 0
-        self._proc: subprocess.Popen[str] | None = None
-        self._reader: threading.Thread | None = None
-        self._listening = threading.Event()
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None, "not started"
-        return self._proc.pid
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._proc = subprocess.Popen(
-            self.args,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-        )
-        self._reader = threading.Thread(target=self._drain, name=f"gateway-{self.pid}-stderr", daemon=True)
-        self._reader.start()
-        if not self._listening.wait(timeout) or not self.port:
-            self.stop()
-            raise RuntimeError(f"the gateway did not start listening: {self.args}\n" + self.log_text())
-        return self
-
-    def _drain(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for raw in self._proc.stderr:
-            line = raw.rstrip("\n")
-            self.log_lines.append(line)
-            match = LISTENING.search(line)
-            if match and not self.port:
-                self.port = int(match.group(1))
-                self._listening.set()
-        self._listening.set()  # EOF: the process ended; start() must not wait any longer
-
-    def log_text(self) -> str:
-        return "\n".join(self.log_lines)
-
-    def returncode(self) -> int | None:
-        """The exit code once the process has ended, else None."""
-        return None if self._proc is None else self._proc.poll()
-
-    def stop(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
 
 
 # The start_gateway fixture: start_gateway(glance_url, *extra_args, log_level="INFO") -> GatewayProcess.

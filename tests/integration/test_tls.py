@@ -29,6 +29,7 @@ from integration.support import (
     unique_name,
 )
 from localglance import GlanceServer
+from localglance.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -98,20 +99,13 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def glance_over_https(
     certificate: tuple[Path, Path], glance: GlanceServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     assert os.access(nginx, os.X_OK), "nginx is missing: `make test` installs Debian's nginx-light"
-    folder, port = tmp_path_factory.mktemp("https-proxy"), _free_port()
+    folder, port = tmp_path_factory.mktemp("https-proxy"), free_port()
     cert, key = certificate
     conf = folder / "nginx.conf"
     conf.write_text(PROXY_CONF.format(dir=folder, port=port, cert=cert, key=key, glance=glance.url))

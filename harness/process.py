@@ -1,8 +1,8 @@
-"""The gateway under test, run exactly as a user runs it: `python -m gateway --port ... --glance-url ...`."""
+"""The gateway as a real process, run as a user runs it: `python -m gateway --port 0 --glance-url ...`."""
 
 from __future__ import annotations
 
-import collections
+import ctypes
 import os
 import re
 import signal
@@ -11,9 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from bench.upstreams import die_with_parent
-
 REPO = Path(__file__).resolve().parents[1]
+# The line the gateway logs once it listens; with --port 0 it names the port the OS chose.
 LISTENING = re.compile(r"gateway listening on [^\s:]+:(\d+)")
 KIB = 1024
 
@@ -29,17 +28,31 @@ def peak_rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-class Gateway:
-    """One gateway process in front of one upstream; `with Gateway(url) as gw:` starts and always stops it.
+def die_with_parent() -> None:
+    """preexec_fn: SIGTERM the child when its parent dies, even by SIGKILL (Linux only)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
-    Only the command line configures it: GATEWAY_* and GLANCE_* variables of the bench's environment are
-    not passed on, so nothing but the gateway's own defaults is measured.
+
+class GatewayProcess:
+    """`python -m gateway` on an OS-chosen port; its log lines are kept (a thread drains stderr).
+
+    `isolated` is for the benchmark: GATEWAY_* and GLANCE_* variables of the environment are not passed on, so
+    only the command line configures it, and it runs in its own session (a Ctrl-C reaches the caller, which
+    then stops it) and dies with its parent.
     """
 
-    def __init__(self, upstream_url: str) -> None:
-        self.args = [sys.executable, "-m", "gateway", "--port", "0", "--glance-url", upstream_url]
+    def __init__(
+        self, glance_url: str, *extra_args: str, log_level: str = "INFO", isolated: bool = False
+    ) -> None:
+        self.glance_url = glance_url
+        self.args = [
+            sys.executable, "-m", "gateway", "--port", "0", "--glance-url", glance_url,
+            "--log-level", log_level, *extra_args,
+        ]  # fmt: skip
+        self.isolated = isolated
+        self.log_lines: list[str] = []
         self.port = 0
-        self.log: collections.deque[str] = collections.deque(maxlen=200)
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._listening = threading.Event()
@@ -47,7 +60,7 @@ class Gateway:
     @property
     def pid(self) -> int:
         if self._proc is None:
-            raise RuntimeError("gateway not started")
+            raise RuntimeError("the gateway is not started")
         return self._proc.pid
 
     @property
@@ -57,8 +70,10 @@ class Gateway:
     def peak_rss_bytes(self) -> int:
         return peak_rss_bytes(self.pid)
 
-    def start(self, timeout: float = 30.0) -> Gateway:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "GLANCE_"))}
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.isolated:
+            env = {k: v for k, v in env.items() if not k.startswith(("GATEWAY_", "GLANCE_"))}
         self._proc = subprocess.Popen(
             self.args,
             cwd=REPO,
@@ -68,29 +83,36 @@ class Gateway:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            start_new_session=True,  # a Ctrl-C reaches the bench, which then stops the gateway itself
-            preexec_fn=die_with_parent,
+            start_new_session=self.isolated,
+            preexec_fn=die_with_parent if self.isolated else None,
         )
-        self._reader = threading.Thread(target=self._drain, name="gateway-stderr", daemon=True)
+        self._reader = threading.Thread(target=self._drain, name=f"gateway-{self.pid}-stderr", daemon=True)
         self._reader.start()
         if not self._listening.wait(timeout) or not self.port:
             self.stop()
-            raise RuntimeError("the gateway did not start listening:\n" + "\n".join(self.log))
+            raise RuntimeError(f"the gateway did not start listening: {self.args}\n" + self.log_text())
         return self
 
     def _drain(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         for raw in self._proc.stderr:
             line = raw.rstrip("\n")
-            self.log.append(line)
+            self.log_lines.append(line)
             match = LISTENING.search(line)
             if match and not self.port:
                 self.port = int(match.group(1))
                 self._listening.set()
-        self._listening.set()  # EOF: the process ended
+        self._listening.set()  # EOF: the process ended; start() must not wait any longer
+
+    def log_text(self) -> str:
+        return "\n".join(self.log_lines)
+
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return None if self._proc is None else self._proc.poll()
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
+        proc = self._proc
         if proc is None:
             return
         if proc.poll() is None:
@@ -103,7 +125,7 @@ class Gateway:
         if self._reader is not None:
             self._reader.join(timeout=5)
 
-    def __enter__(self) -> Gateway:
+    def __enter__(self) -> GatewayProcess:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
