@@ -14,13 +14,11 @@ from gateway import wire
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
 from gateway.servicer import ImageService
-from generated.glance.gateway.v1 import image_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 # In-flight calls get this long to finish on SIGTERM (a rolling restart behind a load balancer).
 SHUTDOWN_GRACE_SECONDS = 10.0
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ImageService"].full_name
 
 
 def create_server(
@@ -39,7 +37,9 @@ def create_server(
     wire.add_image_service(ImageService(settings, glance), server)
     # Standard health checks (Kubernetes probes, Envoy) and reflection (grpcurl) for users in other languages.
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     return server
 
 
@@ -55,7 +55,7 @@ def add_port(server: grpc.aio.Server, settings: Settings) -> int:
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", SERVICE_NAME):
+    for name in ("", wire.SERVICE_NAME):
         await health_servicer.set(name, status)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
+from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ImageService"].full_name
+_SERVICE = pb.DESCRIPTOR.services_by_name["ImageService"]
+SERVICE_NAME: str = _SERVICE.full_name
 # GetImageResponse.data is field 1, wire type 2 (length-delimited): tag byte (1 << 3) | 2.
 _DATA_TAG = b"\x0a"
 
@@ -55,40 +58,29 @@ def _serialize_download(message: pb.GetImageResponse | bytes) -> bytes:
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
-def add_image_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Registers the servicer like the generated add_ImageServiceServicer_to_server, with GetImage's
-    serializer also taking messages already framed by `data_message`."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "ListImages": grpc.unary_unary_rpc_method_handler(
-            servicer.ListImages,
-            request_deserializer=pb.ListImagesRequest.FromString,
-            response_serializer=pb.ListImagesResponse.SerializeToString,
-        ),
-        "GetImageMeta": grpc.unary_unary_rpc_method_handler(
-            servicer.GetImageMeta,
-            request_deserializer=pb.GetImageMetaRequest.FromString,
-            response_serializer=pb.GetImageMetaResponse.SerializeToString,
-        ),
-        "GetImage": grpc.unary_stream_rpc_method_handler(
-            servicer.GetImage,
-            request_deserializer=pb.GetImageRequest.FromString,
-            response_serializer=_serialize_download,
-        ),
-        "AddImage": grpc.stream_unary_rpc_method_handler(
-            servicer.AddImage,
-            request_deserializer=parse_upload_message,
-            response_serializer=pb.AddImageResponse.SerializeToString,
-        ),
-        "UpdateImage": grpc.unary_unary_rpc_method_handler(
-            servicer.UpdateImage,
-            request_deserializer=pb.UpdateImageRequest.FromString,
-            response_serializer=pb.UpdateImageResponse.SerializeToString,
-        ),
-        "DeleteImage": grpc.unary_unary_rpc_method_handler(
-            servicer.DeleteImage,
-            request_deserializer=pb.DeleteImageRequest.FromString,
-            response_serializer=pb.DeleteImageResponse.SerializeToString,
-        ),
-    }
+def add_image_service(servicer: pb_grpc.ImageServiceServicer, server: grpc.aio.Server) -> None:
+    """Registers every RPC of the service, as the generated add_ImageServiceServicer_to_server does, with the
+    protobuf codecs except where image data is framed (GetImage) or parsed (AddImage) by hand."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in _SERVICE.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        make_handler = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_REQUEST_PARSERS.get(method.name, request_type.FromString),
+            response_serializer=_RESPONSE_SERIALIZERS.get(method.name, response_type.SerializeToString),
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+# (client streams, server streams) -> the grpc handler for that kind of RPC.
+_HANDLER_KINDS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+_REQUEST_PARSERS: dict[str, Callable[[bytes], Any]] = {"AddImage": parse_upload_message}
+_RESPONSE_SERIALIZERS: dict[str, Callable[[Any], bytes]] = {"GetImage": _serialize_download}

@@ -7,7 +7,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
-from gateway.server import SERVICE_NAME, create_server, set_serving
+from gateway.server import create_server, set_serving
+from gateway.wire import SERVICE_NAME
 
 
 async def _probe() -> tuple[list[int], list[str]]:
