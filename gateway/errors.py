@@ -37,6 +37,8 @@ class Failure(enum.Enum):
     CLIENT_DEADLINE = "client_deadline"
     HASH_MISMATCH = "hash_mismatch"
     SIZE_MISMATCH = "size_mismatch"
+    # The gRPC client stopped reading a download, or sending an upload, for longer than the stall timeout.
+    CLIENT_STALLED = "client_stalled"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ ERROR_TABLE: tuple[Rule, ...] = (
     Rule(Failure.CLIENT_DEADLINE, C.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
     Rule(Failure.HASH_MISMATCH, C.DATA_LOSS, "CHECKSUM_MISMATCH"),
     Rule(Failure.SIZE_MISMATCH, C.INVALID_ARGUMENT, "SIZE_MISMATCH"),
+    Rule(Failure.CLIENT_STALLED, C.DEADLINE_EXCEEDED, "CLIENT_STALLED"),
 )
 
 # A status no row names is Glance doing something this gateway does not understand: never UNKNOWN.

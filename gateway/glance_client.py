@@ -94,6 +94,11 @@ class GlanceClient:
         self._transport = transport
         self._base = settings.glance_base
 
+    @property
+    def base(self) -> str:
+        """The configured Glance URL (no trailing slash): every request goes below it."""
+        return self._base
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 
-from gateway import convert, paging, validation, wire
+from gateway import convert, download, paging, validation
 from gateway.config import Settings
-from gateway.errors import C, Failure, GatewayError, Operation, invalid_argument
+from gateway.errors import C, GatewayError, Operation, invalid_argument
 from gateway.glance_client import CallContext, GlanceClient, JsonObject
-from gateway.integrity import Chunk, DataCheck, image_digests, upload_digests
+from gateway.integrity import Chunk, DataCheck, upload_digests
 from gateway.rpc_scope import RpcScope
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
@@ -62,41 +62,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
     # upstream response closes at once, not whenever the abandoned generator is collected.
     async def GetImage(self, request: pb.GetImageRequest, context: Context) -> None:  # type: ignore[override]
         async with RpcScope(context, "GetImage") as call:
-            image_id = self._image_ref(request)
-            if request.offset < 0 or request.limit < 0:
-                raise invalid_argument("INVALID_RANGE", "offset and limit must not be negative")
-            body = await self._glance.show_image(image_id, call)
-            size = body.get("size")
-            if not isinstance(size, int):
-                raise _no_data(image_id)
-            if request.offset and request.offset >= size:
-                message = f"offset {request.offset} is past the image's {size} bytes"
-                raise GatewayError(C.OUT_OF_RANGE, "OFFSET_PAST_END", message, {"image_id": image_id})
-            length = size - request.offset
-            if request.limit:
-                length = min(length, request.limit)
-            whole = length == size
-            check = DataCheck(
-                Operation.DOWNLOAD,
-                expected_size=length,
-                expected_digests=image_digests(body) if whole and not request.skip_verification else None,
-                size_failure=Failure.UPSTREAM_BROKEN,
-            )
-            byte_range = None if whole else (request.offset, request.offset + length - 1)
-            async with self._glance.download(image_id, byte_range, call) as download:
-                if not download.has_data:
-                    raise _no_data(image_id)
-                header = pb.DownloadHeader(
-                    image=self._image(body),
-                    offset=request.offset,
-                    length=length,
-                    verified=check.verifies_digest,
-                )
-                await context.write(pb.GetImageResponse(header=header))
-                async for chunk in download.chunks():
-                    await check.update(chunk)
-                    await context.write(wire.data_message(chunk))
-                await check.finish()
+            await download.send_image(self._glance, self._image_ref(request), request, context, call)
 
     async def AddImage(
         self, request_iterator: AsyncIterator[UploadMessage], context: Context
@@ -209,13 +175,6 @@ class ImageService(pb_grpc.ImageServiceServicer):
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-
-
-def _no_data(image_id: str) -> GatewayError:
-    return GatewayError(
-        C.FAILED_PRECONDITION, "IMAGE_HAS_NO_DATA", "the image has no data to download (it is not active)",
-        {"image_id": image_id},
-    )  # fmt: skip
 
 
 # AddImage's messages as wire.parse_upload_message gives them: data-only messages are views of their bytes.

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from gateway.config import MIB, Settings, parse_settings
+from gateway.config import MIB, OPTIONS, Settings, build_parser, parse_settings
 
 
 def test_defaults() -> None:
@@ -44,3 +46,23 @@ def test_upload_window_is_bounded() -> None:
     for bad in (0, 1024, 512 * MIB):
         with pytest.raises(ValueError):
             Settings(glance_url="http://g", upload_window=bad)
+
+
+def test_every_setting_has_exactly_one_option() -> None:
+    fields = [field.name for field in dataclasses.fields(Settings)]
+    assert sorted(option.field for option in OPTIONS) == sorted(fields)
+
+
+def test_environment_variables_are_typed_like_their_flags() -> None:
+    settings = parse_settings([], environ={"GATEWAY_STALL_TIMEOUT": "2.5", "GATEWAY_MAX_STREAMS": "7"})
+    assert (settings.stall_timeout, settings.max_streams) == (2.5, 7)
+    # The command line wins over the environment.
+    assert parse_settings(["--max-streams", "9"], environ={"GATEWAY_MAX_STREAMS": "7"}).max_streams == 9
+
+
+def test_help_names_each_flag_its_environment_variable_and_default() -> None:
+    text = build_parser({}).format_help()
+    for option in OPTIONS:
+        assert option.flag in text
+        if option.env:
+            assert option.env in text

@@ -99,6 +99,7 @@ CASES: list[tuple[int | Failure, Operation, str, grpc.StatusCode, str]] = [
     (Failure.CLIENT_DEADLINE, Operation.SHOW, "deadline", C.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
     (Failure.HASH_MISMATCH, Operation.DOWNLOAD, "sha512 differs", C.DATA_LOSS, "CHECKSUM_MISMATCH"),
     (Failure.SIZE_MISMATCH, Operation.UPLOAD, "too long", C.INVALID_ARGUMENT, "SIZE_MISMATCH"),
+    (Failure.CLIENT_STALLED, Operation.DOWNLOAD, "stalled", C.DEADLINE_EXCEEDED, "CLIENT_STALLED"),
 ]
 
 
