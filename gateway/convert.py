@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from google.protobuf import timestamp_pb2
 
-from gateway import validation
+from gateway import upload_marker, validation
 from gateway.errors import invalid_argument
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
@@ -106,7 +107,10 @@ def custom_properties(body: JsonObject) -> dict[str, str]:
     return {
         key: value
         for key, value in body.items()
-        if key not in _NOT_PROPERTIES and not key.startswith("os_glance") and isinstance(value, str)
+        if key not in _NOT_PROPERTIES
+        and not key.startswith("os_glance")
+        and key != upload_marker.KEY
+        and isinstance(value, str)
     }
 
 
@@ -232,6 +236,13 @@ def list_query(request: pb.ListImagesRequest) -> list[tuple[str, str]]:
         )
         query.append(("sort_key", key))
         query.append(("sort_dir", direction))
+    # Checked here, before the servicer decodes it: the token's marker joins this query.
+    validation.page_token(request.page_token)
+    if len(urlencode(query)) > validation.MAX_LIST_QUERY:
+        raise invalid_argument(
+            "QUERY_TOO_LONG",
+            f"the filters make a Glance query longer than {validation.MAX_LIST_QUERY} characters",
+        )
     return query
 
 
@@ -302,7 +313,9 @@ def patch_operations(image: pb.Image, paths: list[str], current: JsonObject | No
             raise invalid_argument("READ_ONLY_FIELD", f"{path} cannot be changed", field=path)
         else:
             raise invalid_argument(
-                "UNKNOWN_FIELD", f"update_mask names an unknown field {path!r}", field=path
+                "UNKNOWN_FIELD",
+                f"update_mask names an unknown field {validation.quoted(path)}",
+                field=path[: validation.MAX_QUOTED],
             )
     return operations
 

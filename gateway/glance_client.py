@@ -99,6 +99,12 @@ class GlanceClient:
         """The configured Glance URL (no trailing slash): every request goes below it."""
         return self._base
 
+    async def __aenter__(self) -> GlanceClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 

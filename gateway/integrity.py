@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import weakref
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,16 +36,31 @@ class DataCheck:
         expected_size: int | None = None,
         expected_digests: dict[str, str] | None = None,
         size_failure: Failure = Failure.SIZE_MISMATCH,
+        hash_algorithms: Iterable[str] = (),
     ) -> None:
         self.operation = operation
         self.expected_size = expected_size
         self.expected_digests = dict(expected_digests or {})
         self.size_failure = size_failure
         self.count = 0
-        self._hashes = {algo: hashlib.new(algo) for algo in self.expected_digests}
+        # Digests to compute: the expected ones, and any whose value only comes at the end (see expect()).
+        algorithms = sorted({*self.expected_digests, *hash_algorithms})
+        self._hashes = {algo: hashlib.new(algo) for algo in algorithms}
         # One worker thread hashes the chunks in the order they came; at most _HASH_QUEUE_DEPTH wait for it.
         self._hasher: ThreadPoolExecutor | None = None
         self._hashing: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> DataCheck:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Lets the hashing thread go; chunks still queued for it are dropped (the stream failed)."""
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=False, cancel_futures=True)
+            self._hasher = None
 
     @property
     def verifies_digest(self) -> bool:
@@ -72,9 +87,29 @@ class DataCheck:
     def _thread(self) -> ThreadPoolExecutor:
         if self._hasher is None:
             self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
-            # An abandoned stream (an error, a cancel) lets its thread go when the check is dropped.
-            weakref.finalize(self, self._hasher.shutdown, wait=False, cancel_futures=True)
         return self._hasher
+
+    @property
+    def hash_algorithms(self) -> frozenset[str]:
+        return frozenset(self._hashes)
+
+    def expect(self, algo: str, value: str) -> None:
+        """A digest the client gives only at the end (an upload's finish message), checked by finish().
+
+        Only an algorithm hashed from the start can be checked; one also expected up front must agree.
+        """
+        if algo not in self._hashes:
+            raise invalid_argument(
+                "FINISH_DIGEST_NOT_ANNOUNCED",
+                f"the finish message carries a {algo} digest that ImageSpec.finish_digests did not announce",
+            )
+        if self.expected_digests.get(algo, value) != value:
+            raise from_outcome(
+                Failure.HASH_MISMATCH,
+                self.operation,
+                f"the finish message's {algo} digest is not the expected one",
+            )
+        self.expected_digests[algo] = value
 
     def _hash(self, chunk: Chunk) -> None:
         for digest in self._hashes.values():
@@ -83,8 +118,7 @@ class DataCheck:
     async def finish(self) -> None:
         while self._hashing:
             await self._hashing.popleft()
-        if self._hasher is not None:
-            self._hasher.shutdown(wait=False)
+        self.close()
         if self.expected_size is not None and self.count != self.expected_size:
             raise from_outcome(
                 self.size_failure,
@@ -92,7 +126,7 @@ class DataCheck:
                 f"the data has {self.count} bytes where {self.expected_size} were expected",
             )
         for algo, digest in self._hashes.items():
-            if digest.hexdigest() != self.expected_digests[algo]:
+            if algo in self.expected_digests and digest.hexdigest() != self.expected_digests[algo]:
                 raise from_outcome(
                     Failure.HASH_MISMATCH,
                     self.operation,

@@ -15,6 +15,8 @@ from gateway.errors import GatewayError
 from gateway.glance_client import REQUEST_ID_HEADER, CallContext
 
 log = logging.getLogger(__name__)
+# Where grpc.aio's server logs its "Unexpected ... raised by servicer method" errors.
+GRPC_AIO_LOGGER = "grpc._cython.cygrpc"
 
 
 class RpcScope:
@@ -73,6 +75,29 @@ class RpcScope:
 
     def _elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
+
+
+class OneLineGrpcFailures(logging.Filter):
+    """grpc.aio logs an ERROR with a traceback of its own internals for each call that fails outside a handler
+    (a response over the message limit, a serializer that raises). A client can cause those at will, so each
+    becomes one WARNING line (exception type and message kept, cut short) instead of a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {str(error)[:300]}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno = min(record.levelno, logging.WARNING)
+            record.levelname = logging.getLevelName(record.levelno)
+        return True
+
+
+def bound_grpc_logging() -> None:
+    """Installs OneLineGrpcFailures on grpc.aio's server logger (once)."""
+    logger = logging.getLogger(GRPC_AIO_LOGGER)
+    if not any(isinstance(existing, OneLineGrpcFailures) for existing in logger.filters):
+        logger.addFilter(OneLineGrpcFailures())
 
 
 def read_invocation_metadata(context: grpc.aio.ServicerContext[Any, Any], call: CallContext) -> None:

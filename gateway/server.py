@@ -11,9 +11,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway import wire
+from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
 from gateway.servicer import ImageService
+from gateway.sweep import Sweep
+from gateway.upload import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 def create_server(
-    settings: Settings, glance: GlanceClient, health_servicer: health.aio.HealthServicer
+    settings: Settings, glance: GlanceClient, health_servicer: health.aio.HealthServicer, janitor: Janitor
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
@@ -34,7 +37,8 @@ def create_server(
             ("grpc.http2.lookahead_bytes", settings.upload_window),
         ]
     )
-    wire.add_image_service(ImageService(settings, glance), server)
+    uploads = Uploads(glance, janitor, settings.stall_timeout)
+    wire.add_image_service(ImageService(settings, glance, uploads), server)
     # Standard health checks (Kubernetes probes, Envoy) and reflection (grpcurl) for users in other languages.
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -60,9 +64,18 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
 
 
 async def serve(settings: Settings) -> None:
-    glance = GlanceClient(settings)
+    # Exits in reverse order: the sweep stops, then pending clean-ups get their grace, then the Glance client.
+    async with (
+        GlanceClient(settings) as glance,
+        Janitor(glance) as janitor,
+        Sweep(glance, janitor, settings.sweep_age, settings.sweep_interval),
+    ):
+        await _serve_until_stopped(settings, glance, janitor)
+
+
+async def _serve_until_stopped(settings: Settings, glance: GlanceClient, janitor: Janitor) -> None:
     health_servicer = health.aio.HealthServicer()
-    server = create_server(settings, glance, health_servicer)
+    server = create_server(settings, glance, health_servicer, janitor)
     port = add_port(server, settings)
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
@@ -85,4 +98,3 @@ async def serve(settings: Settings) -> None:
     # Load balancers stop sending new calls while in-flight ones finish.
     await set_serving(health_servicer, False)
     await server.stop(SHUTDOWN_GRACE_SECONDS)
-    await glance.aclose()

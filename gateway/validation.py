@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from gateway import upload_marker
 from gateway.errors import invalid_argument
 
 # Glance's own schema pattern for ids: dashed hex UUIDs only.
@@ -18,6 +19,17 @@ MAX_NAME = 255
 MAX_KEY = 255
 MAX_TAG = 255
 MAX_TOKEN = 8192
+# Glance keeps property values in a TEXT column: at most 64 KiB of UTF-8 on MySQL, its reference database.
+MAX_PROPERTY_VALUE_BYTES = 65535
+# The gateway's own tokens are under 100 characters; a bound keeps junk from reaching the JSON decoder (whose
+# recursion limit a deeply nested payload would hit).
+MAX_PAGE_TOKEN = 512
+# A list query (percent-encoded) must fit a request line of 8 KiB, Apache's and nginx's default limit in front
+# of Glance, with room for the path, limit and marker; longer ones would fail as 414 or a reset connection.
+MAX_LIST_QUERY = 6144
+# How much of a client's value an error message quotes: messages and ErrorInfo go into the trailers, which a
+# client refuses beyond 8-16 KiB.
+MAX_QUOTED = 64
 
 # Core image attributes: a custom property may not shadow one (Glance would treat it as the attribute).
 CORE_ATTRIBUTES = frozenset(
@@ -73,13 +85,32 @@ def property_key(key: str) -> str:
         raise invalid_argument(
             "INVALID_PROPERTY", f"property {key!r} uses Glance's reserved os_glance prefix"
         )
+    if key == upload_marker.KEY:
+        # A caller who could set or clear the mark could have the sweep delete an image, or spare one.
+        raise invalid_argument("INVALID_PROPERTY", f"property {key!r} is the gateway's own upload mark")
     return key
 
 
 def property_value(key: str, value: str) -> str:
     if "\x00" in value:
         raise invalid_argument("INVALID_PROPERTY", f"property {key!r} contains a NUL character")
+    # Characters first: a short string cannot be too long in UTF-8, and most values are short.
+    if len(value) > MAX_PROPERTY_VALUE_BYTES // 4 and len(value.encode()) > MAX_PROPERTY_VALUE_BYTES:
+        raise invalid_argument(
+            "VALUE_TOO_LONG", f"property {key!r} is longer than {MAX_PROPERTY_VALUE_BYTES} bytes of UTF-8"
+        )
     return value
+
+
+def page_token(value: str) -> str:
+    if len(value) > MAX_PAGE_TOKEN:
+        raise invalid_argument("INVALID_PAGE_TOKEN", "page_token is not a token this gateway issued")
+    return value
+
+
+def quoted(value: str) -> str:
+    """A client's value for an error message: repr'd, and cut short when long."""
+    return repr(value) if len(value) <= MAX_QUOTED else f"{value[:MAX_QUOTED]!r}..."
 
 
 def tag(value: str) -> str:

@@ -5,6 +5,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
 from gateway.server import create_server, set_serving
@@ -15,7 +16,7 @@ async def _probe() -> tuple[list[int], list[str]]:
     settings = Settings(glance_url="http://127.0.0.1:9")
     glance = GlanceClient(settings)
     health_servicer = health.aio.HealthServicer()
-    server = create_server(settings, glance, health_servicer)
+    server = create_server(settings, glance, health_servicer, Janitor(glance))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     statuses = []

@@ -1,8 +1,26 @@
-import pytest
-from google.protobuf.message import DecodeError
+from __future__ import annotations
 
-from gateway.wire import data_message, parse_upload_message
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import wire
+from gateway.errors import ERROR_DOMAIN
+from gateway.wire import SERVICE_NAME, MalformedMessage, data_message, parse_upload_message
 from generated.glance.gateway.v1 import image_service_pb2 as pb
+from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
+
+# Bytes no request message parses from: field 1 with the end-group wire type 4, then a truncated varint.
+JUNK = b"\x0c\xff"
 
 
 # Every varint length boundary up to a few MiB: one, two, three and four length bytes.
@@ -18,8 +36,11 @@ def test_hand_framed_data_is_the_protobuf_encoding(size: int) -> None:
 @pytest.mark.parametrize("size", [1, 127, 128, 16384, 2**20])
 def test_data_only_upload_messages_parse_to_a_view_of_the_same_bytes(size: int) -> None:
     chunk = bytes(i % 253 for i in range(size))
-    parsed = parse_upload_message(pb.AddImageRequest(data=chunk).SerializeToString())
+    raw = pb.AddImageRequest(data=chunk).SerializeToString()
+    parsed = parse_upload_message(raw)
     assert isinstance(parsed, memoryview) and parsed.tobytes() == chunk
+    # The fast path: a view into the received bytes themselves, not a copy.
+    assert parsed.obj is raw
 
 
 def test_every_other_upload_message_parses_as_protobuf() -> None:
@@ -31,9 +52,188 @@ def test_every_other_upload_message_parses_as_protobuf() -> None:
     assert parse_upload_message(b"") == pb.AddImageRequest()
 
 
-@pytest.mark.parametrize("raw", [b"\x0a", b"\x0a\x05ab", b"\x0a\xff\xff", b"\x0a" + b"\xff" * 11])
-def test_malformed_data_messages_fail_like_protobuf(raw: bytes) -> None:
-    with pytest.raises(DecodeError):
+@pytest.mark.parametrize("raw", [b"\x0a", b"\x0a\x05ab", b"\x0a\xff\xff", b"\x0a" + b"\xff" * 11, JUNK])
+def test_malformed_upload_messages_come_back_as_malformed_not_raised(raw: bytes) -> None:
+    with pytest.raises(Exception, match="Error parsing message"):
         pb.AddImageRequest.FromString(raw)
-    with pytest.raises(DecodeError):
-        parse_upload_message(raw)
+    parsed = parse_upload_message(raw)
+    assert isinstance(parsed, MalformedMessage)
+    assert parsed.method == "AddImage"
+    assert (
+        parsed.describe() == "the AddImage request is not a valid glance.gateway.v1.AddImageRequest message"
+    )
+
+
+def test_every_method_has_a_request_parser_that_never_raises() -> None:
+    methods = {method.name for method in pb.DESCRIPTOR.services_by_name["ImageService"].methods}
+    assert set(wire.REQUEST_PARSERS) == methods
+    for name, parse in wire.REQUEST_PARSERS.items():
+        malformed = parse(JUNK)
+        assert isinstance(malformed, MalformedMessage), name
+        assert malformed.method == name
+        assert malformed.message_type == f"glance.gateway.v1.{name}Request"
+        error = malformed.error()
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.reason == "MALFORMED_REQUEST"
+        assert name in error.message and "Error" not in error.message and "<class" not in error.message
+    assert wire.REQUEST_PARSERS["DeleteImage"](
+        pb.DeleteImageRequest(image_id="x").SerializeToString()
+    ) == pb.DeleteImageRequest(image_id="x")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(sorted(wire.REQUEST_PARSERS)), st.binary(max_size=300))
+def test_no_request_parser_raises_on_any_bytes(method: str, raw: bytes) -> None:
+    parsed = wire.REQUEST_PARSERS[method](raw)
+    assert isinstance(parsed, MalformedMessage | memoryview) or parsed.DESCRIPTOR.name == f"{method}Request"
+
+
+# -- registration: a malformed request is refused before the servicer method runs ------------------------
+
+
+class RecordingServicer(pb_grpc.ImageServiceServicer):
+    """Answers every RPC with an empty response and records the requests it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    async def ListImages(self, request: Any, context: Any) -> pb.ListImagesResponse:
+        self.seen.append(request)
+        return pb.ListImagesResponse()
+
+    async def GetImageMeta(self, request: Any, context: Any) -> pb.GetImageMetaResponse:
+        self.seen.append(request)
+        return pb.GetImageMetaResponse()
+
+    async def GetImage(self, request: Any, context: Any) -> None:  # type: ignore[override]
+        self.seen.append(request)
+        await context.write(pb.GetImageResponse(header=pb.DownloadHeader(length=3)))
+        await context.write(data_message(b"abc"))
+
+    async def AddImage(self, request_iterator: Any, context: Any) -> pb.AddImageResponse:
+        self.seen.extend([message async for message in request_iterator])
+        return pb.AddImageResponse()
+
+    async def UpdateImage(self, request: Any, context: Any) -> pb.UpdateImageResponse:
+        self.seen.append(request)
+        return pb.UpdateImageResponse()
+
+    async def DeleteImage(self, request: Any, context: Any) -> pb.DeleteImageResponse:
+        self.seen.append(request)
+        return pb.DeleteImageResponse()
+
+
+class GeneratorServicer(RecordingServicer):
+    """GetImage as an async generator, grpc.aio's other streaming-handler kind."""
+
+    async def GetImage(self, request: Any, context: Any) -> AsyncIterator[pb.GetImageResponse]:  # type: ignore[override]
+        self.seen.append(request)
+        yield pb.GetImageResponse(header=pb.DownloadHeader(length=3))
+        yield pb.GetImageResponse(data=b"abc")
+
+
+Outcome = tuple[grpc.StatusCode, str, str, int]  # code, details, ErrorInfo reason, responses received
+
+UNARY = ["ListImages", "GetImageMeta", "UpdateImage", "DeleteImage"]
+
+
+async def _call_raw(servicer: RecordingServicer, calls: list[tuple[str, list[bytes]]]) -> list[Outcome]:
+    server = grpc.aio.server()
+    wire.add_image_service(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    outcomes: list[Outcome] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for method, messages in calls:
+                path = f"/{SERVICE_NAME}/{method}"
+                received = 0
+                call: Any
+                if method == "GetImage":
+                    call = channel.unary_stream(path)(messages[0])
+                elif method == "AddImage":
+                    call = channel.stream_unary(path)(iter(messages))
+                else:
+                    call = channel.unary_unary(path)(messages[0])
+                try:
+                    if method == "GetImage":
+                        async for _ in call:
+                            received += 1
+                    else:
+                        await call
+                        received = 1
+                except grpc.aio.AioRpcError:
+                    pass
+                code = await call.code()
+                reason = ""
+                if code != grpc.StatusCode.OK:
+                    status = await rpc_status.aio.from_call(call)
+                    assert status is not None
+                    info = error_details_pb2.ErrorInfo()
+                    assert status.details[0].Unpack(info)
+                    assert info.domain == ERROR_DOMAIN
+                    reason = info.reason
+                outcomes.append((code, await call.details() or "", reason, received))
+    finally:
+        await server.stop(None)
+    return outcomes
+
+
+@pytest.mark.parametrize("servicer_type", [RecordingServicer, GeneratorServicer])
+def test_malformed_requests_end_invalid_argument_before_the_servicer_runs(
+    servicer_type: type[RecordingServicer], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    servicer = servicer_type()
+    rng = random.Random(7)
+    junk = [JUNK, b"\x0a\x05ab", b"\xff" * 11, *(rng.randbytes(rng.randrange(1, 300)) for _ in range(20))]
+    calls = [(method, [raw]) for method in [*UNARY, "GetImage"] for raw in junk]
+    calls = [
+        (method, [raw])
+        for method, [raw] in calls
+        if isinstance(wire.REQUEST_PARSERS[method](raw), MalformedMessage)
+    ]
+    assert len(calls) > 60
+    outcomes = asyncio.run(_call_raw(servicer, calls))
+    assert servicer.seen == []
+    for (method, _), (code, details, reason, received) in zip(calls, outcomes, strict=True):
+        assert (code, reason, received) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST", 0)
+        assert details == f"the {method} request is not a valid glance.gateway.v1.{method}Request message"
+    # One INFO line per refused call (RpcScope's), never a traceback or grpc's "Unexpected ..." ERROR.
+    assert all(record.levelno <= logging.INFO and record.exc_info is None for record in caplog.records)
+    assert len([r for r in caplog.records if "MALFORMED_REQUEST" in r.getMessage()]) == len(calls)
+
+
+@pytest.mark.parametrize("servicer_type", [RecordingServicer, GeneratorServicer])
+def test_well_formed_requests_still_reach_the_servicer(servicer_type: type[RecordingServicer]) -> None:
+    servicer = servicer_type()
+    requests: list[tuple[str, list[bytes]]] = [
+        ("ListImages", [pb.ListImagesRequest(page_size=3).SerializeToString()]),
+        ("GetImageMeta", [pb.GetImageMetaRequest(image_id="x").SerializeToString()]),
+        ("GetImage", [pb.GetImageRequest(image_id="y").SerializeToString()]),
+        ("UpdateImage", [pb.UpdateImageRequest(image_id="z").SerializeToString()]),
+        ("DeleteImage", [b""]),
+        (
+            "AddImage",
+            [pb.AddImageRequest(spec=pb.ImageSpec(name="n")).SerializeToString(), data_message(b"d")],
+        ),
+    ]
+    outcomes = asyncio.run(_call_raw(servicer, requests))
+    assert [(code, received) for code, _, _, received in outcomes] == [
+        (grpc.StatusCode.OK, 1), (grpc.StatusCode.OK, 1), (grpc.StatusCode.OK, 2), (grpc.StatusCode.OK, 1),
+        (grpc.StatusCode.OK, 1), (grpc.StatusCode.OK, 1),
+    ]  # fmt: skip
+    assert servicer.seen[:5] == [
+        pb.ListImagesRequest(page_size=3), pb.GetImageMetaRequest(image_id="x"),
+        pb.GetImageRequest(image_id="y"), pb.UpdateImageRequest(image_id="z"), pb.DeleteImageRequest(),
+    ]  # fmt: skip
+    spec, data = servicer.seen[5:]
+    assert spec == pb.AddImageRequest(spec=pb.ImageSpec(name="n"))
+    assert isinstance(data, memoryview) and data.tobytes() == b"d"
+
+
+def test_a_junk_upload_message_is_an_item_of_the_request_stream() -> None:
+    servicer = RecordingServicer()
+    spec = pb.AddImageRequest(spec=pb.ImageSpec(name="n")).SerializeToString()
+    outcomes = asyncio.run(_call_raw(servicer, [("AddImage", [spec, JUNK])]))
+    assert outcomes[0][0] == grpc.StatusCode.OK
+    assert servicer.seen[1] == MalformedMessage("AddImage", "glance.gateway.v1.AddImageRequest")

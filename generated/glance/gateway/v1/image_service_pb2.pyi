@@ -248,6 +248,30 @@ SORT_DIRECTION_DESCENDING: SortDirection.ValueType  # 2
 """Largest first."""
 Global___SortDirection: _TypeAlias = SortDirection  # noqa: Y015
 
+class _DigestAlgorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DigestAlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DigestAlgorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DIGEST_ALGORITHM_UNSPECIFIED: _DigestAlgorithm.ValueType  # 0
+    """Not a digest; never valid in ImageSpec.finish_digests."""
+    DIGEST_ALGORITHM_SHA512: _DigestAlgorithm.ValueType  # 1
+    """SHA-512 (UploadFinish.sha512)."""
+    DIGEST_ALGORITHM_MD5: _DigestAlgorithm.ValueType  # 2
+    """MD5 (UploadFinish.md5)."""
+
+class DigestAlgorithm(_DigestAlgorithm, metaclass=_DigestAlgorithmEnumTypeWrapper):
+    """DigestAlgorithm names a hash that UploadFinish may carry."""
+
+DIGEST_ALGORITHM_UNSPECIFIED: DigestAlgorithm.ValueType  # 0
+"""Not a digest; never valid in ImageSpec.finish_digests."""
+DIGEST_ALGORITHM_SHA512: DigestAlgorithm.ValueType  # 1
+"""SHA-512 (UploadFinish.sha512)."""
+DIGEST_ALGORITHM_MD5: DigestAlgorithm.ValueType  # 2
+"""MD5 (UploadFinish.md5)."""
+Global___DigestAlgorithm: _TypeAlias = DigestAlgorithm  # noqa: Y015
+
 @_typing.final
 class Image(_message.Message):
     """Image is the metadata of one Glance image."""
@@ -747,27 +771,70 @@ class AddImageRequest(_message.Message):
 
     DATA_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    FINISH_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """A chunk of image data, in order. Only after the spec."""
     @_builtins.property
     def spec(self) -> Global___ImageSpec:
         """The new image's metadata. Must be the first message, and only it."""
 
+    @_builtins.property
+    def finish(self) -> Global___UploadFinish:
+        """Ends the data: "that was all", optionally with the digests the client
+        computed while sending. Must be the last message. See
+        ImageSpec.ends_with_finish for why a client should send it.
+        """
+
     def __init__(
         self,
         *,
         data: _builtins.bytes = ...,
         spec: Global___ImageSpec | None = ...,
+        finish: Global___UploadFinish | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "data", b"data", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "data", b"data", "finish", b"finish", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "data", b"data", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "data", b"data", "finish", b"finish", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["data", "spec"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["data", "spec", "finish"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
 Global___AddImageRequest: _TypeAlias = AddImageRequest  # noqa: Y015
+
+@_typing.final
+class UploadFinish(_message.Message):
+    """UploadFinish is the last message of an upload that ends explicitly. The
+    image is completed only once it has arrived and every digest matches.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA512_FIELD_NUMBER: _builtins.int
+    MD5_FIELD_NUMBER: _builtins.int
+    sha512: _builtins.str
+    """SHA-512 hex digest of all the data sent. Required when
+    ImageSpec.finish_digests names DIGEST_ALGORITHM_SHA512; otherwise must be
+    empty (the gateway only hashes with the algorithms announced up front). A
+    mismatch is DATA_LOSS and no image is kept.
+    """
+    md5: _builtins.str
+    """MD5 hex digest of all the data sent, like sha512 (with
+    DIGEST_ALGORITHM_MD5).
+    """
+    def __init__(
+        self,
+        *,
+        sha512: _builtins.str = ...,
+        md5: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["md5", b"md5", "sha512", b"sha512"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFinish: _TypeAlias = UploadFinish  # noqa: Y015
 
 @_typing.final
 class ImageSpec(_message.Message):
@@ -814,6 +881,8 @@ class ImageSpec(_message.Message):
     HIDDEN_FIELD_NUMBER: _builtins.int
     EXPECTED_SHA512_FIELD_NUMBER: _builtins.int
     EXPECTED_MD5_FIELD_NUMBER: _builtins.int
+    ENDS_WITH_FINISH_FIELD_NUMBER: _builtins.int
+    FINISH_DIGESTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. The image's name (at most 255 characters); names need not be
     unique.
@@ -859,6 +928,15 @@ class ImageSpec(_message.Message):
     """
     expected_md5: _builtins.str
     """Expected MD5 hex digest of the data, verified like expected_sha512."""
+    ends_with_finish: _builtins.bool
+    """The client will end the data with an UploadFinish message. The gateway
+    then completes the image only after that message: a stream that ends
+    without it (a cancelled client, which grpc can report like an ordinary end
+    of stream) is INVALID_ARGUMENT (reason FINISH_MISSING) and no image is
+    kept. Without it, the end of the request stream ends the data, and a
+    client cancel that lands exactly as the last chunk goes may still complete
+    the image (best effort, for older clients).
+    """
     @_builtins.property
     def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form custom properties stored with the image. Keys are at most 255
@@ -869,6 +947,13 @@ class ImageSpec(_message.Message):
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tags (each at most 255 characters)."""
+
+    @_builtins.property
+    def finish_digests(self) -> _containers.RepeatedScalarFieldContainer[Global___DigestAlgorithm.ValueType]:
+        """Digests the client will send in UploadFinish, for a client that hashes as
+        it sends and so cannot give expected_sha512/expected_md5 up front. The
+        gateway computes them while the data streams. Implies ends_with_finish.
+        """
 
     def __init__(
         self,
@@ -890,10 +975,12 @@ class ImageSpec(_message.Message):
         hidden: _builtins.bool = ...,
         expected_sha512: _builtins.str = ...,
         expected_md5: _builtins.str = ...,
+        ends_with_finish: _builtins.bool = ...,
+        finish_digests: _abc.Iterable[Global___DigestAlgorithm.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "container_format", b"container_format", "disk_format", b"disk_format", "expected_md5", b"expected_md5", "expected_sha512", b"expected_sha512", "hidden", b"hidden", "id", b"id", "is_public", b"is_public", "min_disk_gib", b"min_disk_gib", "min_ram_mib", b"min_ram_mib", "name", b"name", "properties", b"properties", "protected", b"protected", "size", b"size", "store", b"store", "tags", b"tags", "type", b"type", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "container_format", b"container_format", "disk_format", b"disk_format", "ends_with_finish", b"ends_with_finish", "expected_md5", b"expected_md5", "expected_sha512", b"expected_sha512", "finish_digests", b"finish_digests", "hidden", b"hidden", "id", b"id", "is_public", b"is_public", "min_disk_gib", b"min_disk_gib", "min_ram_mib", b"min_ram_mib", "name", b"name", "properties", b"properties", "protected", b"protected", "size", b"size", "store", b"store", "tags", b"tags", "type", b"type", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size: _TypeAlias = _typing.Literal["size"]  # noqa: Y015
     _WhichOneofArgType__size: _TypeAlias = _typing.Literal["_size", b"_size"]  # noqa: Y015

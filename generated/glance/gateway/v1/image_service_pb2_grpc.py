@@ -100,9 +100,11 @@ class ImageServiceServicer:
 
     def AddImage(self, request_iterator, context):
         """AddImage creates an image. The first message must carry the image spec;
-        every later message carries a chunk of the image data, in order. With no
-        data messages at all a "queued" image (a reservation) is created. A call
-        that fails for any reason leaves no image behind.
+        every later message carries a chunk of the image data, in order, and a
+        client that sets ImageSpec.ends_with_finish ends with an UploadFinish
+        message. With no data messages at all (and no finish) a "queued" image (a
+        reservation) is created. A call that fails for any reason, a client cancel
+        included, leaves no image behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,9 +62,11 @@ class ImageServiceStub:
     """
     AddImage: _grpc.StreamUnaryMultiCallable[_image_service_pb2.AddImageRequest, _image_service_pb2.AddImageResponse]
     """AddImage creates an image. The first message must carry the image spec;
-    every later message carries a chunk of the image data, in order. With no
-    data messages at all a "queued" image (a reservation) is created. A call
-    that fails for any reason leaves no image behind.
+    every later message carries a chunk of the image data, in order, and a
+    client that sets ImageSpec.ends_with_finish ends with an UploadFinish
+    message. With no data messages at all (and no finish) a "queued" image (a
+    reservation) is created. A call that fails for any reason, a client cancel
+    included, leaves no image behind.
     """
     UpdateImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.UpdateImageRequest, _image_service_pb2.UpdateImageResponse]
     """UpdateImage changes the metadata named by update_mask."""
@@ -94,9 +96,11 @@ class ImageServiceAsyncStub(ImageServiceStub):
     """
     AddImage: _aio.StreamUnaryMultiCallable[_image_service_pb2.AddImageRequest, _image_service_pb2.AddImageResponse]  # type: ignore[assignment]
     """AddImage creates an image. The first message must carry the image spec;
-    every later message carries a chunk of the image data, in order. With no
-    data messages at all a "queued" image (a reservation) is created. A call
-    that fails for any reason leaves no image behind.
+    every later message carries a chunk of the image data, in order, and a
+    client that sets ImageSpec.ends_with_finish ends with an UploadFinish
+    message. With no data messages at all (and no finish) a "queued" image (a
+    reservation) is created. A call that fails for any reason, a client cancel
+    included, leaves no image behind.
     """
     UpdateImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.UpdateImageRequest, _image_service_pb2.UpdateImageResponse]  # type: ignore[assignment]
     """UpdateImage changes the metadata named by update_mask."""
@@ -147,9 +151,11 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.AddImageResponse, _abc.Awaitable[_image_service_pb2.AddImageResponse]]:
         """AddImage creates an image. The first message must carry the image spec;
-        every later message carries a chunk of the image data, in order. With no
-        data messages at all a "queued" image (a reservation) is created. A call
-        that fails for any reason leaves no image behind.
+        every later message carries a chunk of the image data, in order, and a
+        client that sets ImageSpec.ends_with_finish ends with an UploadFinish
+        message. With no data messages at all (and no finish) a "queued" image (a
+        reservation) is created. A call that fails for any reason, a client cancel
+        included, leaves no image behind.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,103 @@
+"""The sweep: removes image records that an AddImage marked as unfinished and that are older than the sweep
+age, whatever gateway made them (one that died mid-upload leaves such a record for ever otherwise).
+
+It runs at start-up and then every interval (with jitter, so replicas do not sweep in step). Several replicas
+sweeping at once is safe: a removal is a DELETE that the loser sees as 404. It must not remove an upload still
+in progress, so the age must exceed the longest upload (the README says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+from gateway import upload_marker
+from gateway.cleanup import Janitor
+from gateway.errors import GatewayError
+from gateway.glance_client import CallContext, GlanceClient, JsonObject
+
+log = logging.getLogger(__name__)
+
+PAGE = 200
+JITTER = 0.1
+
+
+class Sweep:
+    """`async with Sweep(glance, janitor, age, interval):` sweeps in the background while the block runs."""
+
+    def __init__(self, glance: GlanceClient, janitor: Janitor, age: float, interval: float) -> None:
+        self._glance = glance
+        self._janitor = janitor
+        self._age = timedelta(seconds=age)
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Sweep:
+        self._task = asyncio.create_task(self._run(), name="sweep")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except GatewayError as error:
+                log.warning("sweep for unfinished uploads failed: %s", error)
+            if not self._interval:
+                return
+            await asyncio.sleep(self._interval * random.uniform(1 - JITTER, 1 + JITTER))
+
+    async def sweep_once(self) -> int:
+        """Starts removing every stale unfinished upload record; returns how many it found."""
+        call = CallContext()
+        cutoff = datetime.now(UTC) - self._age
+        found = 0
+        for image in await self._unfinished(call):
+            created = _parse_time(image.get("created_at"))
+            if created is None or created > cutoff:
+                continue
+            found += 1
+            log.info("sweep: removing image %s, an upload left unfinished since %s", image["id"], created)
+            # The age says no worker is receiving its data any more: no need to wait while it is "saving".
+            self._janitor.discard(str(image["id"]), call, wait_while_saving=False)
+        return found
+
+    async def _unfinished(self, call: CallContext) -> list[JsonObject]:
+        found: list[JsonObject] = []
+        # Glance leaves hidden images out of a listing unless asked for them alone.
+        for hidden in ("false", "true"):
+            marker: str | None = None
+            while True:
+                params = [
+                    (upload_marker.KEY, upload_marker.UNFINISHED),
+                    ("visibility", "all"),
+                    ("os_hidden", hidden),
+                    ("limit", str(PAGE)),
+                ]
+                if marker:
+                    params.append(("marker", marker))
+                page = (await self._glance.list_images(params, call)).get("images") or []
+                found.extend(page)
+                if len(page) < PAGE:
+                    break
+                marker = str(page[-1]["id"])
+        return found
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
