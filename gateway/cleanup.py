@@ -8,6 +8,7 @@ down for longer, an expired token) keeps its upload mark, so the next sweep remo
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable
@@ -26,8 +27,9 @@ PATIENCE = 600.0
 # How long a record may stay "saving" before it is deleted anyway: the Glance worker that was receiving the
 # data unwinds within a second of the connection closing (measured), unless it died with it.
 SAVING_PATIENCE = 30.0
-# Removals running at once: each is a few small requests; more would only queue in Glance.
-CONCURRENCY = 8
+# Removals under way at once; each mostly waits between looks, and their DELETEs go one at a time anyway
+# (gateway/write_gate.py says why).
+CONCURRENCY = 16
 
 
 class Janitor:
@@ -67,6 +69,8 @@ class Janitor:
         whether it is gone. Cancelling a waiter does not stop the removal."""
         running = self._tasks.get(image_id)
         if running is not None:
+            if inspect.iscoroutine(record_made):
+                record_made.close()  # that removal already covers the record
             return running
         task = asyncio.create_task(
             self._remove(image_id, call.without_deadline(), record_made, wait_while_saving),

@@ -39,6 +39,13 @@ class Failure(enum.Enum):
     SIZE_MISMATCH = "size_mismatch"
     # The gRPC client stopped reading a download, or sending an upload, for longer than the stall timeout.
     CLIENT_STALLED = "client_stalled"
+    # The gateway already serves --max-streams GetImage/AddImage streams; refused at once, never queued.
+    TOO_MANY_STREAMS = "too_many_streams"
+    # Every one of the --max-connections upstream connections stayed busy: until the client's deadline
+    # (GATEWAY_BUSY_PAST_DEADLINE) or, with no nearer deadline, for the whole --read-timeout (GATEWAY_BUSY).
+    # Nothing was sent to Glance, so either is safe to retry.
+    GATEWAY_BUSY_PAST_DEADLINE = "gateway_busy_past_deadline"
+    GATEWAY_BUSY = "gateway_busy"
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,12 @@ ERROR_TABLE: tuple[Rule, ...] = (
     Rule(Failure.HASH_MISMATCH, C.DATA_LOSS, "CHECKSUM_MISMATCH"),
     Rule(Failure.SIZE_MISMATCH, C.INVALID_ARGUMENT, "SIZE_MISMATCH"),
     Rule(Failure.CLIENT_STALLED, C.DEADLINE_EXCEEDED, "CLIENT_STALLED"),
+    # The client caused it by its own concurrency; an immediate automatic retry would only be refused again.
+    Rule(Failure.TOO_MANY_STREAMS, C.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS"),
+    # The deadline did pass (the client's own library reports the same code); the reason says where it went.
+    Rule(Failure.GATEWAY_BUSY_PAST_DEADLINE, C.DEADLINE_EXCEEDED, "GATEWAY_BUSY"),
+    # Transient, and nothing reached Glance: UNAVAILABLE is the code gRPC retry policies retry with backoff.
+    Rule(Failure.GATEWAY_BUSY, C.UNAVAILABLE, "GATEWAY_BUSY"),
 )
 
 # A status no row names is Glance doing something this gateway does not understand: never UNKNOWN.

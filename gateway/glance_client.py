@@ -18,6 +18,7 @@ from gateway.config import Settings
 from gateway.errors import Failure, GatewayError, Operation, clean_glance_message, from_outcome
 from gateway.http_transport import AiohttpTransport
 from gateway.integrity import Chunk
+from gateway.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ class GlanceClient:
         # the next) and cost a third of the CPU of a metadata call (bench/NOTES.md).
         self._transport = transport
         self._base = settings.glance_base
+        # One slot per upstream connection, held from sending a request until its response is closed. The
+        # transport's pool has the same limit but can only say "connect timeout" when its wait runs out; a
+        # wait here knows it is the gateway that is busy, not Glance (GATEWAY_BUSY).
+        self._slots = asyncio.Semaphore(settings.max_connections)
+        self._writes = WriteGate()
 
     @property
     def base(self) -> str:
@@ -115,9 +121,14 @@ class GlanceClient:
         return await self._json("GET", f"/v2/images/{image_id}", Operation.SHOW, call, image_id=image_id)
 
     async def create_image(self, body: JsonObject, call: CallContext) -> JsonObject:
-        return await self._json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
+        async with self._writes.write():
+            return await self._json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
 
     async def update_image(self, image_id: str, patch: list[JsonObject], call: CallContext) -> JsonObject:
+        async with self._writes.write():
+            return await self._update_image(image_id, patch, call)
+
+    async def _update_image(self, image_id: str, patch: list[JsonObject], call: CallContext) -> JsonObject:
         return await self._json(
             "PATCH",
             f"/v2/images/{image_id}",
@@ -130,7 +141,8 @@ class GlanceClient:
 
     async def delete_image(self, image_id: str, call: CallContext) -> None:
         request = self._request("DELETE", f"/v2/images/{image_id}", call)
-        await self._exchange(request, Operation.DELETE, call, image_id)
+        async with self._writes.delete():
+            await self._exchange(request, Operation.DELETE, call, image_id)
 
     async def store_ids(self, call: CallContext) -> list[str] | None:
         """The ids of Glance's stores, or None when Glance has no multi-store support."""
@@ -156,7 +168,12 @@ class GlanceClient:
         if store:
             headers["X-Image-Meta-Store"] = store
         request = self._request("PUT", f"/v2/images/{image_id}/file", call, headers=headers, content=data)
-        await self._exchange(request, Operation.UPLOAD, call, image_id)
+        # Glance writes the image's status as the upload starts and as it ends (or is cut off).
+        self._writes.upload_event()
+        try:
+            await self._exchange(request, Operation.UPLOAD, call, image_id)
+        finally:
+            self._writes.upload_event()
 
     @asynccontextmanager
     async def download(
@@ -167,16 +184,20 @@ class GlanceClient:
             first, last = byte_range
             headers["Range"] = f"bytes={first}-{'' if last is None else last}"
         request = self._request("GET", f"/v2/images/{image_id}/file", call, headers=headers)
-        with _transport_errors(Operation.DOWNLOAD, image_id):
-            response = await self._transport.handle_async_request(request)
+        await self._take_slot(request, Operation.DOWNLOAD, call)
         try:
-            _remember_request_id(response, call)
-            if response.status_code >= 400:
-                raise await _error_from_response(response, Operation.DOWNLOAD, image_id, call)
-            yield Download(response, image_id)
+            with _transport_errors(Operation.DOWNLOAD, image_id):
+                response = await self._transport.handle_async_request(request)
+            try:
+                _remember_request_id(response, call)
+                if response.status_code >= 400:
+                    raise await _error_from_response(response, Operation.DOWNLOAD, image_id, call)
+                yield Download(response, image_id)
+            finally:
+                # Closing at once releases the upstream connection when the client cancels mid-stream.
+                await response.aclose()
         finally:
-            # Closing at once releases the upstream connection when the client cancels mid-stream.
-            await response.aclose()
+            self._slots.release()
 
     def _request(
         self,
@@ -202,6 +223,39 @@ class GlanceClient:
             content=cast("bytes | AsyncIterator[bytes] | None", content),
             extensions={"timeout": self._timeout(call).as_dict()},
         )
+
+    async def _take_slot(self, request: httpx.Request, operation: Operation, call: CallContext) -> None:
+        """Takes an upstream connection slot (the caller releases it), waiting for one while all are busy.
+
+        The wait lasts until the call's deadline, at most the read timeout; past it the call fails with
+        GATEWAY_BUSY (DEADLINE_EXCEEDED when it was the deadline, else UNAVAILABLE) with nothing sent.
+        """
+        slots = self._slots
+        if not slots.locked():
+            await slots.acquire()  # a free slot: returns without suspending
+            return
+        wait = self._settings.read_timeout
+        remaining = call.time_remaining()
+        deadline_first = remaining is not None and remaining <= wait
+        try:
+            async with asyncio.timeout(remaining if deadline_first else wait):
+                await slots.acquire()
+        except TimeoutError:
+            if deadline_first:
+                raise from_outcome(
+                    Failure.GATEWAY_BUSY_PAST_DEADLINE,
+                    operation,
+                    f"the call's deadline passed while the gateway waited for one of its "
+                    f"{self._settings.max_connections} connections to Glance (all busy); nothing was sent",
+                ) from None
+            raise from_outcome(
+                Failure.GATEWAY_BUSY,
+                operation,
+                f"all {self._settings.max_connections} of the gateway's connections to Glance stayed busy "
+                f"for {wait:g} s; nothing was sent, retry with backoff",
+            ) from None
+        # The timeouts were set when the request was made; the wait has used part of the deadline.
+        request.extensions["timeout"] = self._timeout(call).as_dict()
 
     def _timeout(self, call: CallContext) -> httpx.Timeout:
         read = self._settings.read_timeout
@@ -250,19 +304,25 @@ class GlanceClient:
         accept_statuses: tuple[int, ...] = (),
     ) -> httpx.Response:
         """Send a request with a bounded total time, read the whole (small) body, map failures."""
-        budget = call.time_remaining()
-        with _transport_errors(operation, image_id):
-            try:
-                async with asyncio.timeout(budget):
-                    response = await self._transport.handle_async_request(request)
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-            except TimeoutError:
-                raise from_outcome(
-                    Failure.CLIENT_DEADLINE, operation, "the call's deadline passed while Glance was working"
-                ) from None
+        await self._take_slot(request, operation, call)
+        try:
+            budget = call.time_remaining()
+            with _transport_errors(operation, image_id):
+                try:
+                    async with asyncio.timeout(budget):
+                        response = await self._transport.handle_async_request(request)
+                        try:
+                            await response.aread()
+                        finally:
+                            await response.aclose()
+                except TimeoutError:
+                    raise from_outcome(
+                        Failure.CLIENT_DEADLINE,
+                        operation,
+                        "the call's deadline passed while Glance was working",
+                    ) from None
+        finally:
+            self._slots.release()
         _remember_request_id(response, call)
         if response.status_code >= 400 and response.status_code not in accept_statuses:
             raise await _error_from_response(response, operation, image_id, call)

@@ -119,18 +119,48 @@ class _ResponseBody(httpx.AsyncByteStream):
             self._response.close()
 
 
+# aiohttp's exceptions as the httpx ones the Glance client maps to gRPC statuses, as httpx maps httpcore's
+# (httpx/_transports/default.py). The first row whose class the exception is an instance of wins, so a class
+# comes before its bases; tests/unit/test_http_transport.py checks that every aiohttp.ClientError maps.
+FOREIGN_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    # Timeouts: ConnectionTimeoutError is the `connect` bound (getting a pooled connection, or connecting),
+    # SocketTimeoutError the `sock_read` bound (Glance silent).
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    # Never reached Glance: DNS, refused, TLS handshake and certificate, proxy, a URL it cannot use.
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerFingerprintMismatch, httpx.ConnectError),
+    (aiohttp.InvalidURL, httpx.ConnectError),
+    (aiohttp.NonHttpUrlClientError, httpx.ConnectError),
+    # Glance's side broke the exchange.
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+    (aiohttp.RedirectClientError, httpx.RemoteProtocolError),
+    # Sending the request body failed.
+    (aiohttp.UploadAbortedError, httpx.WriteError),
+    (aiohttp.ClientConnectionResetError, httpx.WriteError),
+    # Anything else on the connection, including plain OSErrors from the socket.
+    (aiohttp.ClientError, httpx.ReadError),
+    (OSError, httpx.ReadError),
+)
+
+
+def httpx_error_for(exc: BaseException) -> type[httpx.TransportError] | None:
+    """The httpx exception class standing for an aiohttp (or socket) failure, or None for anything else."""
+    for foreign, ours in FOREIGN_ERRORS:
+        if isinstance(exc, foreign):
+            return ours
+    return None
+
+
 @contextmanager
 def _as_httpx_errors() -> Iterator[None]:
     """aiohttp's failures as the httpx exceptions the Glance client maps to gRPC statuses."""
     try:
         yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc)) from exc
-    except aiohttp.ServerTimeoutError as exc:
-        raise httpx.ReadTimeout(str(exc)) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc)) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-        raise httpx.RemoteProtocolError(str(exc)) from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise httpx.ReadError(str(exc)) from exc
+        ours = httpx_error_for(exc)
+        assert ours is not None  # the table ends with both of these classes
+        raise ours(str(exc)) from exc

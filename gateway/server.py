@@ -38,7 +38,9 @@ def create_server(
         ]
     )
     uploads = Uploads(glance, janitor, settings.stall_timeout)
-    wire.add_image_service(ImageService(settings, glance, uploads), server)
+    wire.add_image_service(
+        ImageService(settings, glance, uploads), server, max_message_size=settings.max_message_size
+    )
     # Standard health checks (Kubernetes probes, Envoy) and reflection (grpcurl) for users in other languages.
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from gateway import convert, download, paging, validation
+from gateway.admission import StreamLimiter
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient, JsonObject
 from gateway.rpc_scope import RpcScope
@@ -26,6 +27,8 @@ class ImageService(pb_grpc.ImageServiceServicer):
         self._settings = settings
         self._glance = glance
         self._uploads = uploads
+        # GetImage and AddImage together: each holds an upstream connection and data in flight.
+        self._streams = StreamLimiter(settings.max_streams)
 
     async def ListImages(self, request: pb.ListImagesRequest, context: Context) -> pb.ListImagesResponse:
         async with RpcScope(context, "ListImages") as call:
@@ -53,13 +56,15 @@ class ImageService(pb_grpc.ImageServiceServicer):
     # A coroutine that writes (rather than an async generator) so a client's cancel lands right here and the
     # upstream response closes at once, not whenever the abandoned generator is collected.
     async def GetImage(self, request: pb.GetImageRequest, context: Context) -> None:  # type: ignore[override]
-        async with RpcScope(context, "GetImage") as call:
-            await download.send_image(self._glance, self._image_ref(request), request, context, call)
+        async with RpcScope(context, "GetImage") as call, self._streams.admit():
+            await download.send_image(
+                self._glance, self._settings, self._image_ref(request), request, context, call
+            )
 
     async def AddImage(
         self, request_iterator: AsyncIterator[UploadMessage], context: Context
     ) -> pb.AddImageResponse:
-        async with RpcScope(context, "AddImage") as call:
+        async with RpcScope(context, "AddImage") as call, self._streams.admit():
             image = await self._uploads.add_image(request_iterator, call)
             return pb.AddImageResponse(image=self._image(image))
 

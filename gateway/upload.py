@@ -147,7 +147,7 @@ class Uploads:
                 )
             if store:
                 await self._require_store(store, call)
-            data = _verified_body(first, stream, check, needs_finish)
+            data = _verified_body(first, stream, check, announced, needs_finish)
             return await self._create_and_upload(body, data, size, store, call)
 
     async def _create_and_upload(
@@ -204,7 +204,7 @@ def _finish_missing() -> GatewayError:
 
 
 async def _verified_body(
-    first: Chunk | None, stream: UploadStream, check: DataCheck, needs_finish: bool
+    first: Chunk | None, stream: UploadStream, check: DataCheck, announced: list[str], needs_finish: bool
 ) -> AsyncIterator[Chunk]:
     """The upload body, checked as it streams; the last chunk goes only once the data has passed every check,
     so Glance never completes an image from wrong, short or cancelled data."""
@@ -217,7 +217,7 @@ async def _verified_body(
             yield held
         held = chunk
     if stream.finish is not None:
-        _expect_finish_digests(stream.finish, check)
+        _expect_finish_digests(stream.finish, check, announced)
     elif needs_finish:
         raise _finish_missing()
     else:
@@ -227,11 +227,18 @@ async def _verified_body(
         yield held
 
 
-def _expect_finish_digests(finish: pb.UploadFinish, check: DataCheck) -> None:
+def _expect_finish_digests(finish: pb.UploadFinish, check: DataCheck, announced: list[str]) -> None:
     given = upload_digests(finish.sha512, finish.md5)
+    unannounced = sorted(given.keys() - set(announced))
+    if unannounced:
+        raise invalid_argument(
+            "FINISH_DIGEST_NOT_ANNOUNCED",
+            f"the finish carries a {', '.join(unannounced)} digest not announced in ImageSpec.finish_digests",
+        )
     for algo, value in given.items():
         check.expect(algo, value)
-    missing = sorted(check.hash_algorithms - check.expected_digests.keys())
+    # The contract: an announced digest comes in the finish, even when the spec also gave it up front.
+    missing = sorted(set(announced) - given.keys())
     if missing:
         raise invalid_argument(
             "FINISH_DIGEST_MISSING", f"the finish message lacks the announced {', '.join(missing)} digest"
@@ -241,13 +248,18 @@ def _expect_finish_digests(finish: pb.UploadFinish, check: DataCheck) -> None:
 async def _record_made(creating: asyncio.Future[JsonObject], chosen_here: bool) -> bool:
     """Whether the create left a record to remove, once it has run to its end."""
     try:
-        await creating
+        # Shielded: stopping this removal (Janitor.close) must not cut the create off mid-flight.
+        await asyncio.shield(creating)
     except GatewayError as error:
         # An answer from Glance means no record was made (409 even means the id is somebody else's). A broken
         # or timed-out exchange may have made one: look for it only under an id the gateway chose, which no
         # one else can hold; a record under a client's id keeps its upload mark for the sweep.
         answered = "glance_status" in error.metadata and not error.metadata["glance_status"].startswith("5")
         return not answered and chosen_here
-    except BaseException:
+    except asyncio.CancelledError:
+        if not creating.cancelled():
+            raise  # this removal was stopped, not the create
+        return chosen_here
+    except Exception:
         return chosen_here
     return True

@@ -80,10 +80,10 @@ def property_key(key: str) -> str:
         raise invalid_argument("INVALID_PROPERTY", "property keys must not be empty")
     _text("property key", key, MAX_KEY)
     if key in CORE_ATTRIBUTES and key not in _PROPERTY_ALLOWED_CORE:
-        raise invalid_argument("INVALID_PROPERTY", f"property {key!r} would shadow the image attribute")
+        raise invalid_argument("INVALID_PROPERTY", f"property {quoted(key)} would shadow the image attribute")
     if key.startswith("os_glance"):
         raise invalid_argument(
-            "INVALID_PROPERTY", f"property {key!r} uses Glance's reserved os_glance prefix"
+            "INVALID_PROPERTY", f"property {quoted(key)} uses Glance's reserved os_glance prefix"
         )
     if key == upload_marker.KEY:
         # A caller who could set or clear the mark could have the sweep delete an image, or spare one.
@@ -93,11 +93,12 @@ def property_key(key: str) -> str:
 
 def property_value(key: str, value: str) -> str:
     if "\x00" in value:
-        raise invalid_argument("INVALID_PROPERTY", f"property {key!r} contains a NUL character")
+        raise invalid_argument("INVALID_PROPERTY", f"property {quoted(key)} contains a NUL character")
     # Characters first: a short string cannot be too long in UTF-8, and most values are short.
     if len(value) > MAX_PROPERTY_VALUE_BYTES // 4 and len(value.encode()) > MAX_PROPERTY_VALUE_BYTES:
         raise invalid_argument(
-            "VALUE_TOO_LONG", f"property {key!r} is longer than {MAX_PROPERTY_VALUE_BYTES} bytes of UTF-8"
+            "VALUE_TOO_LONG",
+            f"property {quoted(key)} is longer than {MAX_PROPERTY_VALUE_BYTES} bytes of UTF-8",
         )
     return value
 

@@ -1,3 +1,5 @@
+import base64
+
 import grpc
 import pytest
 
@@ -277,3 +279,36 @@ def test_list_query_hidden_and_protected_flags() -> None:
         ("os_hidden", "true"),
         ("protected", "false"),
     ]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pb.ListImagesRequest(tags=[f"t{i}" for i in range(10_000)]),
+        pb.ListImagesRequest(properties={f"k{i}": "v" for i in range(10_000)}),
+        pb.ListImagesRequest(properties={"k": "v" * 7000}),
+        # Percent-encoding counts: 1,000 three-byte characters are 9,000 characters of query.
+        pb.ListImagesRequest(properties={"k": "\u202e" * 1000}),
+    ],
+)
+def test_list_queries_longer_than_a_request_line_are_refused(request_: pb.ListImagesRequest) -> None:
+    # httpx refuses a URL over 64 KiB (an INTERNAL before), proxies in front of Glance one over 8 KiB (414).
+    assert invalid(convert.list_query, request_) == "QUERY_TOO_LONG"
+
+
+def test_a_list_query_just_under_the_limit_passes() -> None:
+    assert convert.list_query(pb.ListImagesRequest(properties={"k": "v" * 6000}))
+
+
+def test_long_page_tokens_are_refused_before_decoding() -> None:
+    # Base64 of a deeply nested JSON array: json.loads would hit the recursion limit (an INTERNAL before).
+    nested = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    assert invalid(convert.list_query, pb.ListImagesRequest(page_token=nested)) == "INVALID_PAGE_TOKEN"
+
+
+def test_a_junk_mask_path_is_quoted_short() -> None:
+    with pytest.raises(GatewayError) as caught:
+        convert.patch_operations(pb.Image(), ["x" * 3_000_000], None)
+    # The message and ErrorInfo go into the trailers; a client refuses those beyond 8-16 KiB.
+    assert caught.value.reason == "UNKNOWN_FIELD"
+    assert len(caught.value.message) < 200 and len(caught.value.metadata["field"]) <= 64

@@ -100,6 +100,9 @@ CASES: list[tuple[int | Failure, Operation, str, grpc.StatusCode, str]] = [
     (Failure.HASH_MISMATCH, Operation.DOWNLOAD, "sha512 differs", C.DATA_LOSS, "CHECKSUM_MISMATCH"),
     (Failure.SIZE_MISMATCH, Operation.UPLOAD, "too long", C.INVALID_ARGUMENT, "SIZE_MISMATCH"),
     (Failure.CLIENT_STALLED, Operation.DOWNLOAD, "stalled", C.DEADLINE_EXCEEDED, "CLIENT_STALLED"),
+    (Failure.TOO_MANY_STREAMS, Operation.DOWNLOAD, "too many", C.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS"),
+    (Failure.GATEWAY_BUSY_PAST_DEADLINE, Operation.SHOW, "busy", C.DEADLINE_EXCEEDED, "GATEWAY_BUSY"),
+    (Failure.GATEWAY_BUSY, Operation.SHOW, "busy", C.UNAVAILABLE, "GATEWAY_BUSY"),
 ]
 
 

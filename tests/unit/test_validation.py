@@ -1,5 +1,9 @@
+from urllib.parse import urlsplit
+
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import validation
 from gateway.errors import GatewayError
@@ -123,3 +127,103 @@ def test_bad_request_ids(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "t" * 8193, "tok\r\nen"])
 def test_bad_tokens(value: str) -> None:
     assert reason_of(validation.auth_token, value) == "INVALID_TOKEN"
+
+
+def test_property_values_are_bounded_by_glances_column() -> None:
+    limit = validation.MAX_PROPERTY_VALUE_BYTES
+    assert validation.property_value("k", "v" * limit) == "v" * limit
+    assert reason_of(validation.property_value, "k", "v" * (limit + 1)) == "VALUE_TOO_LONG"
+    # Bytes of UTF-8, not characters: 16,384 four-byte characters are 65,536 bytes.
+    assert reason_of(validation.property_value, "k", "\U0001f600" * (limit // 4 + 1)) == "VALUE_TOO_LONG"
+    assert reason_of(validation.property_value, "k", "a\x00b") == "INVALID_PROPERTY"
+    # Glance stores every other control character as it is.
+    assert validation.property_value("k", "a\r\n\x01\x7fb") == "a\r\n\x01\x7fb"
+
+
+def test_page_tokens_are_bounded() -> None:
+    assert validation.page_token("t" * validation.MAX_PAGE_TOKEN)
+    assert reason_of(validation.page_token, "t" * (validation.MAX_PAGE_TOKEN + 1)) == "INVALID_PAGE_TOKEN"
+
+
+def test_quoted_client_values_are_cut_short() -> None:
+    assert validation.quoted("abc") == "'abc'"
+    assert validation.quoted("x" * 10_000) == repr("x" * validation.MAX_QUOTED) + "..."
+
+
+# Ways to name another host in a URI: cloud metadata, other ports, userinfo and backslash tricks, IDN and
+# fullwidth look-alikes, encoded dots, trailing dots, IP spellings, whitespace and fragments.
+HOSTILE_URIS = [
+    f"http://169.254.169.254/v2/images/{ID}",
+    "http://169.254.169.254/latest/meta-data/",
+    f"http://[fd00:ec2::254]/v2/images/{ID}",
+    f"http://glance.example.com:9293/v2/images/{ID}",
+    f"http://glance.example.com:0/v2/images/{ID}",
+    f"http://glance.example.com/v2/images/{ID}",
+    f"http://glance.example.com:9292@169.254.169.254/v2/images/{ID}",
+    f"http://glance.example.com:9292\\@169.254.169.254/v2/images/{ID}",
+    f"http://169.254.169.254#@glance.example.com:9292/v2/images/{ID}",
+    f"http://169.254.169.254?@glance.example.com:9292/v2/images/{ID}",
+    f"http://@glance.example.com:9292/v2/images/{ID}",
+    f"http://:@glance.example.com:9292/v2/images/{ID}",
+    f"http://glance.example.com.:9292/v2/images/{ID}",
+    f"http://glance%2eexample.com:9292/v2/images/{ID}",
+    f"http://xn--glance-8ya.example.com:9292/v2/images/{ID}",
+    f"http://glance.exämple.com:9292/v2/images/{ID}",
+    f"http://\uff47lance.example.com:9292/v2/images/{ID}",
+    f"http://glance.example.com:\uff19\uff12\uff19\uff12/v2/images/{ID}",
+    f"http://glance.example.com:+9292/v2/images/{ID}",
+    f"http://glance.example.com:9292 /v2/images/{ID}",
+    f"http://127.0.0.1:9292/v2/images/{ID}",
+    f"http://2130706433:9292/v2/images/{ID}",
+    f"//glance.example.com:9292/v2/images/{ID}",
+    f"gopher://glance.example.com:9292/v2/images/{ID}",
+    f"{GLANCE}/v2/images/../../../latest/meta-data/{ID}",
+    f"{GLANCE}/v2/images/%2e%2e/{ID}",
+    f"{GLANCE}/v2/images/{ID}/../{ID}",
+    f"{GLANCE}/v2/images/{ID}%2f..%2f",
+    f"{GLANCE}/v2/images/{ID}\x00",
+    f"{GLANCE}/v2/images/{ID}\r\nHost: evil",
+    f"{GLANCE}/v2/images/{ID} ",
+]
+
+
+@pytest.mark.parametrize("uri", HOSTILE_URIS)
+def test_uris_that_name_anything_but_glance_and_an_id_are_refused(uri: str) -> None:
+    assert reason_of(validation.image_id_from_uri, uri, GLANCE) in {
+        "FOREIGN_IMAGE_URI", "INVALID_IMAGE_URI", "INVALID_IMAGE_ID",
+    }  # fmt: skip
+
+
+hosts = st.sampled_from(
+    ["glance.example.com", "GLANCE.example.com", "169.254.169.254", "evil.example", "\uff47lance.example.com",
+     "glance.example.com.", "[::1]", "glance.example.com:9292@evil", "evil@glance.example.com"]
+)  # fmt: skip
+hostile_text = st.text(alphabet=st.sampled_from("/.%2e@:?#\\\x00\r\n\t ab-9\u0661"), max_size=12)
+uris = st.builds(
+    lambda scheme, host, port, middle, image_id, tail: f"{scheme}{host}{port}{middle}{image_id}{tail}",
+    st.sampled_from(["http://", "HTTP://", "https://", "//", "http:/", "file://", ""]),
+    hosts,
+    st.sampled_from(["", ":9292", ":09292", ":9293", ":80", ":", ":+9292", ":\uff19\uff12\uff19\uff12"]),
+    st.sampled_from(["/v2/images/", "/images/", "/v2/images/../", "/x/v2/images/"]) | hostile_text,
+    st.sampled_from([ID, ID.upper(), ID[:-1]]),
+    st.sampled_from(["", "/", "?", "#"]) | hostile_text,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(uris)
+def test_an_accepted_image_uri_names_the_configured_glance_and_a_uuid(uri: str) -> None:
+    try:
+        image_id = validation.image_id_from_uri(uri, GLANCE)
+    except GatewayError as error:
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        return
+    # Accepted: only ever an id for the configured Glance, which the gateway then asks at its own base URL.
+    assert image_id == ID
+    given_uri = urlsplit(uri)
+    assert (given_uri.scheme.lower(), given_uri.hostname, given_uri.port or 80) == (
+        "http",
+        "glance.example.com",
+        9292,
+    )
+    assert given_uri.username is None and given_uri.password is None

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway import wire
 from gateway.errors import ERROR_DOMAIN
+from gateway.rpc_scope import GRPC_AIO_LOGGER
 from gateway.wire import SERVICE_NAME, MalformedMessage, data_message, parse_upload_message
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
@@ -136,9 +137,14 @@ Outcome = tuple[grpc.StatusCode, str, str, int]  # code, details, ErrorInfo reas
 UNARY = ["ListImages", "GetImageMeta", "UpdateImage", "DeleteImage"]
 
 
-async def _call_raw(servicer: RecordingServicer, calls: list[tuple[str, list[bytes]]]) -> list[Outcome]:
-    server = grpc.aio.server()
-    wire.add_image_service(servicer, server)
+async def _call_raw(
+    servicer: RecordingServicer,
+    calls: list[tuple[str, list[bytes]]],
+    max_message_size: int | None = None,
+    server_options: list[tuple[str, Any]] | None = None,
+) -> list[Outcome]:
+    server = grpc.aio.server(options=server_options)
+    wire.add_image_service(servicer, server, max_message_size=max_message_size)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     outcomes: list[Outcome] = []
@@ -166,12 +172,13 @@ async def _call_raw(servicer: RecordingServicer, calls: list[tuple[str, list[byt
                 code = await call.code()
                 reason = ""
                 if code != grpc.StatusCode.OK:
+                    # grpc's own refusals carry no details: reason stays empty.
                     status = await rpc_status.aio.from_call(call)
-                    assert status is not None
-                    info = error_details_pb2.ErrorInfo()
-                    assert status.details[0].Unpack(info)
-                    assert info.domain == ERROR_DOMAIN
-                    reason = info.reason
+                    if status is not None:
+                        info = error_details_pb2.ErrorInfo()
+                        assert status.details[0].Unpack(info)
+                        assert info.domain == ERROR_DOMAIN
+                        reason = info.reason
                 outcomes.append((code, await call.details() or "", reason, received))
     finally:
         await server.stop(None)
@@ -237,3 +244,46 @@ def test_a_junk_upload_message_is_an_item_of_the_request_stream() -> None:
     outcomes = asyncio.run(_call_raw(servicer, [("AddImage", [spec, JUNK])]))
     assert outcomes[0][0] == grpc.StatusCode.OK
     assert servicer.seen[1] == MalformedMessage("AddImage", "glance.gateway.v1.AddImageRequest")
+
+
+class OversizedServicer(RecordingServicer):
+    """ListImages answers with a big page, GetImageMeta with the wrong type."""
+
+    async def ListImages(self, request: Any, context: Any) -> pb.ListImagesResponse:
+        return pb.ListImagesResponse(images=[pb.Image(name="n" * 500) for _ in range(10)])
+
+    async def GetImageMeta(self, request: Any, context: Any) -> Any:
+        return "not a message"
+
+
+def test_a_response_over_the_message_limit_is_resource_exhausted_with_error_info() -> None:
+    outcomes = asyncio.run(_call_raw(OversizedServicer(), [("ListImages", [b""])], max_message_size=4000))
+    code, details, reason, _ = outcomes[0]
+    assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESPONSE_TOO_LARGE")
+    assert "over the 4000-byte message limit" in details
+    ok = asyncio.run(_call_raw(OversizedServicer(), [("ListImages", [b""])], max_message_size=6000))
+    assert ok[0][0] == grpc.StatusCode.OK
+
+
+def test_a_handler_that_returns_the_wrong_type_is_internal_not_unknown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcomes = asyncio.run(_call_raw(OversizedServicer(), [("GetImageMeta", [b""])]))
+    assert outcomes[0][:3] == (grpc.StatusCode.INTERNAL, "the gateway failed unexpectedly", "INTERNAL")
+    # A gateway bug: logged once with its traceback, by RpcScope.
+    assert [record.levelno for record in caplog.records if record.exc_info] == [logging.ERROR]
+
+
+def test_grpcs_own_failure_logs_are_one_line_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Without max_message_size, grpc itself refuses the big response after the handler returned, and logs it.
+    options = [("grpc.max_send_message_length", 4000)]
+    outcomes = asyncio.run(
+        _call_raw(OversizedServicer(), [("ListImages", [b""])] * 3, server_options=options)
+    )
+    assert {outcome[0] for outcome in outcomes} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    failures = [record for record in caplog.records if record.name == GRPC_AIO_LOGGER and record.levelno > 10]
+    assert len(failures) == 3
+    for record in failures:
+        assert record.levelno == logging.WARNING and record.exc_info is None and record.exc_text is None
+        assert "ExecuteBatchError" in record.getMessage() and "\n" not in record.getMessage()
