@@ -308,6 +308,12 @@ class FakeGlance:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-glance", daemon=True)
 
+    def headers_for(self, path: str, since: int = 0) -> list[dict[str, str]]:
+        """The headers of the requests for `path`, from the `since`-th request on (the gateway's start-up
+        sweep lists images at its own moment)."""
+        pairs = zip(self.requests[since:], self.headers[since:], strict=True)
+        return [headers for requested, headers in pairs if requested == path]
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"

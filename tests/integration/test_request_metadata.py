@@ -122,7 +122,7 @@ def test_token_and_request_id_are_forwarded(
     stub.GetImageMeta(
         pb.GetImageMetaRequest(image_id=image_id), metadata=(*metadata, ("x-request-id", OUR_REQUEST_ID))
     )
-    (sent,) = fake.headers[before:]
+    (sent,) = fake.headers_for(f"/v2/images/{image_id}", since=before)
     assert sent["x-auth-token"] == TOKEN
     assert sent["x-openstack-request-id"] == OUR_REQUEST_ID
     assert "authorization" not in sent  # Glance (keystonemiddleware) reads X-Auth-Token only
@@ -134,5 +134,5 @@ def test_no_token_sends_none(recording: tuple[FakeGlance, pb_grpc.ImageServiceSt
     image_id = fake.add(b"data")
     before = len(fake.headers)
     stub.GetImageMeta(pb.GetImageMetaRequest(image_id=image_id))
-    (sent,) = fake.headers[before:]
+    (sent,) = fake.headers_for(f"/v2/images/{image_id}", since=before)
     assert "x-auth-token" not in sent and "x-openstack-request-id" not in sent
