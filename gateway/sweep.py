@@ -1,5 +1,6 @@
-"""The sweep: removes image records that an AddImage marked as unfinished and that are older than the sweep
-age, whatever gateway made them (one that died mid-upload leaves such a record for ever otherwise).
+"""The sweep: removes image records that an AddImage marked (upload_marker) and that never got their data,
+once older than the sweep age, whatever gateway made them (one that died mid-upload leaves such a record for
+ever otherwise).
 
 It runs at start-up and then every interval (with jitter, so replicas do not sweep in step). Several replicas
 sweeping at once is safe: a removal is a DELETE that the loser sees as 404. It must not remove an upload still
@@ -78,7 +79,8 @@ class Sweep:
             marker: str | None = None
             while True:
                 params = [
-                    (upload_marker.KEY, upload_marker.UNFINISHED),
+                    (upload_marker.KEY, upload_marker.VALUE),
+                    ("status", "in:" + ",".join(upload_marker.UNFINISHED_STATUSES)),
                     ("visibility", "all"),
                     ("os_hidden", hidden),
                     ("limit", str(PAGE)),

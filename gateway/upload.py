@@ -3,13 +3,15 @@
 The order of events, and why:
 1. The spec and the first data message are read and checked before Glance sees anything.
 2. The gateway picks the image id (unless the client did) and creates the record with the upload mark
-   (upload_marker). The create runs to its end even if the call is cancelled meanwhile: a create cancelled
-   in flight can still be carried out by Glance later (it waits in uWSGI's listen queue), and only a finished
-   exchange tells whether the record exists.
+   (upload_marker), which lets a sweep find it should this gateway die before the data is in. The create
+   runs to its end even if the call is cancelled meanwhile: a create cancelled in flight can still be
+   carried out by Glance later (it waits in uWSGI's listen queue), and only a finished exchange tells
+   whether the record exists.
 3. The data streams to Glance, counted and hashed; the last chunk is held back until the data has ended and
    passed every check. The end is explicit when the client sends an UploadFinish; otherwise it is the end of
    the request stream, which grpc.aio can also report for a cancelled client (best effort, see below).
-4. One PATCH takes the mark off (and sets `protected`, which would have blocked deleting a failed upload).
+4. A PATCH sets `protected` if asked (earlier, it would have blocked deleting a failed upload); the mark
+   stays, and the sweep leaves marked images that have their data alone.
 Any failure from step 2 on hands the record to the Janitor, which deletes it once Glance lets it.
 """
 
@@ -117,10 +119,6 @@ class Uploads:
         stream = UploadStream(messages, self._stall_timeout)
         spec = await stream.spec()
         body = convert.create_body(spec)
-        if upload_marker.KEY in body:
-            raise invalid_argument(
-                "RESERVED_PROPERTY", f"the property {upload_marker.KEY!r} is the gateway's own"
-            )
         store = validation.store_name(spec.store) if spec.store else None
         if spec.HasField("size") and spec.size < 0:
             raise invalid_argument("INVALID_SIZE", "size must not be negative")
@@ -159,18 +157,18 @@ class Uploads:
         call: CallContext,
     ) -> JsonObject:
         # Protection comes last: a protected image could not be deleted if the upload fails.
-        finishing = (
-            [upload_marker.REMOVE, _PROTECT] if body.pop("protected", False) else [upload_marker.REMOVE]
-        )
+        protect = body.pop("protected", False)
         chosen_here = "id" not in body
         image_id = body.setdefault("id", str(uuid.uuid4()))
-        body[upload_marker.KEY] = upload_marker.UNFINISHED
+        body[upload_marker.KEY] = upload_marker.VALUE
         # Bounded by the read timeout, not the call's deadline: see step 2 in the module's docstring.
         creating = asyncio.ensure_future(self._glance.create_image(body, call.without_deadline()))
         try:
             await asyncio.shield(creating)
             await self._glance.upload(image_id, data, size, store, call)
-            return await self._glance.update_image(image_id, finishing, call)
+            if protect:
+                return await self._glance.update_image(image_id, [_PROTECT], call)
+            return await self._glance.show_image(image_id, call)
         except BaseException as failure:
             removal = self._janitor.discard(image_id, call, _record_made(creating, chosen_here))
             if not isinstance(failure, asyncio.CancelledError):

@@ -46,6 +46,11 @@ HYPOTHESIS = settings(
 )
 
 
+def untyped(channel: object) -> Any:
+    """The channel without grpc's stub typing, which cannot describe raw bytes in and out."""
+    return channel
+
+
 # -- calling the gateway with raw bytes ----------------------------------------------------------------------
 
 
@@ -54,15 +59,15 @@ def call_raw(channel: grpc.Channel, method: str, messages: list[bytes]) -> grpc.
     path = f"/{SERVICE_NAME}/{method}"
     try:
         if method == "GetImage":
-            for _ in channel.unary_stream(path, request_serializer=None, response_deserializer=None)(
+            for _ in untyped(channel).unary_stream(path, request_serializer=None, response_deserializer=None)(
                 messages[0], timeout=TIMEOUT
             ):
                 pass
         elif method == "AddImage":
-            stream = channel.stream_unary(path, request_serializer=None, response_deserializer=None)
+            stream = untyped(channel).stream_unary(path, request_serializer=None, response_deserializer=None)
             stream(iter(messages), timeout=TIMEOUT)
         else:
-            channel.unary_unary(path, request_serializer=None, response_deserializer=None)(
+            untyped(channel).unary_unary(path, request_serializer=None, response_deserializer=None)(
                 messages[0], timeout=TIMEOUT
             )
     except grpc.RpcError as err:
@@ -142,9 +147,9 @@ def test_malformed_bytes_name_the_rpc(channel: grpc.Channel) -> None:
         path = f"/{SERVICE_NAME}/{method}"
         try:
             if method == "GetImage":
-                list(channel.unary_stream(path)(b"\x0c\xff", timeout=TIMEOUT))
+                list(untyped(channel).unary_stream(path)(b"\x0c\xff", timeout=TIMEOUT))
             else:
-                channel.unary_unary(path)(b"\x0c\xff", timeout=TIMEOUT)
+                untyped(channel).unary_unary(path)(b"\x0c\xff", timeout=TIMEOUT)
         except grpc.RpcError as err:
             assert isinstance(err, grpc.Call)
             assert err.code() == C.INVALID_ARGUMENT
@@ -422,9 +427,15 @@ def test_image_uris_never_lead_anywhere_but_glance(
                 ("GetImage", pb.GetImageRequest(image_uri=uri)),
             ):
                 try:
-                    list(channel.unary_stream(f"/{SERVICE_NAME}/GetImage")(request.SerializeToString()))
+                    list(
+                        untyped(channel).unary_stream(f"/{SERVICE_NAME}/GetImage")(
+                            request.SerializeToString()
+                        )
+                    )
                     if method == "GetImageMeta":
-                        channel.unary_unary(f"/{SERVICE_NAME}/GetImageMeta")(request.SerializeToString())
+                        untyped(channel).unary_unary(f"/{SERVICE_NAME}/GetImageMeta")(
+                            request.SerializeToString()
+                        )
                 except grpc.RpcError as err:
                     assert isinstance(err, grpc.Call)
                     assert err.code() == C.INVALID_ARGUMENT, (uri, err.code(), err.details())

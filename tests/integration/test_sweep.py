@@ -60,11 +60,13 @@ def exists(glance_url: str, image_id: str) -> bool:
 def test_the_sweep_removes_stale_marked_records_and_nothing_else(
     new_image: ImageTracker, glance: GlanceServer, start_gateway: StartGateway
 ) -> None:
-    dead_upload = create_in_glance(glance.url, new_image, **{MARK: "unfinished"})
-    dead_hidden_upload = create_in_glance(glance.url, new_image, **{MARK: "unfinished", "os_hidden": True})
+    dead_upload = create_in_glance(glance.url, new_image, **{MARK: "1"})
+    dead_hidden_upload = create_in_glance(glance.url, new_image, **{MARK: "1", "os_hidden": True})
     users_reservation = create_in_glance(glance.url, new_image)
     other_mark_value = create_in_glance(glance.url, new_image, **{MARK: "something else"})
     gateway_reservation = new_image(name=unique_name("reservation")).id
+    # A finished upload keeps its mark; having its data, it is never swept.
+    finished_upload = new_image(name=unique_name("finished"), data=b"finished").id
     time.sleep(2.5)  # older than the sweep age below (Glance's created_at has whole seconds)
 
     sweeper = start_gateway(glance.url, *SWEEP_FLAGS)
@@ -75,6 +77,8 @@ def test_the_sweep_removes_stale_marked_records_and_nothing_else(
     for kept in (users_reservation, other_mark_value, gateway_reservation):
         image = glance_image(glance.url, kept)
         assert image is not None and image["status"] == "queued", kept
+    finished = glance_image(glance.url, finished_upload)
+    assert finished is not None and finished["status"] == "active" and finished[MARK] == "1"
     assert "sweep: removing image" in sweeper.log_text()
 
 
@@ -82,7 +86,7 @@ def test_a_young_marked_record_is_left_alone(
     new_image: ImageTracker, glance: GlanceServer, start_gateway: StartGateway
 ) -> None:
     # An upload in progress on another replica looks like this: the sweep age must protect it.
-    young = create_in_glance(glance.url, new_image, **{MARK: "unfinished"})
+    young = create_in_glance(glance.url, new_image, **{MARK: "1"})
     start_gateway(glance.url, "--sweep-age", "3600", "--sweep-interval", "1")
     time.sleep(3)
     assert exists(glance.url, young)
@@ -114,18 +118,19 @@ def test_a_gateway_killed_mid_upload_leaves_a_record_that_the_next_one_sweeps(
             try:
                 future.result(timeout=10)
             except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
         finally:
             release.set()
-    [left] = glance_list_named(glance.url, name)
-    new_image.track(left["id"])
+    [listed] = glance_list_named(glance.url, name)
+    left_id = str(listed["id"])
+    new_image.track(left_id)
     # Nothing else will remove it: a few seconds on, Glance still has it, with the upload mark.
     time.sleep(3)
-    left = glance_image(glance.url, left["id"]) or {}
-    assert left.get(MARK) == "unfinished" and left.get("status") in ("queued", "saving"), left
+    left = glance_image(glance.url, left_id) or {}
+    assert left.get(MARK) == "1" and left.get("status") in ("queued", "saving"), left
 
     start_gateway(glance.url, *SWEEP_FLAGS)
-    wait_until(lambda: not exists(glance.url, left["id"]), 30, "the dead gateway's record to be swept")
+    wait_until(lambda: not exists(glance.url, left_id), 30, "the dead gateway's record to be swept")
     time.sleep(2)  # more sweeps
     image = glance_image(glance.url, reservation)
     assert image is not None and image["status"] == "queued"

@@ -20,7 +20,7 @@ from gateway.glance_client import GlanceClient, JsonObject
 from gateway.sweep import Sweep
 
 AGE = 3600.0
-MARK = {upload_marker.KEY: upload_marker.UNFINISHED}
+MARK = {upload_marker.KEY: upload_marker.VALUE}
 # Listing parameters that are not property filters.
 _LIST_PARAMS = {"visibility", "os_hidden", "limit", "marker"}
 
@@ -120,7 +120,7 @@ class FakeGlance:
                 visibility in ("all", image["visibility"])
                 or (visibility is None and image["visibility"] != "community")
             )
-            and all(image.get(key) == value for key, value in wanted.items())
+            and all(_matches(image.get(key), value) for key, value in wanted.items())
         ]
         if "marker" in query:
             ids = [image["id"] for image in matching]
@@ -129,6 +129,13 @@ class FakeGlance:
             matching = matching[ids.index(query["marker"]) + 1 :]
         limit = int(query.get("limit", "25"))
         return httpx.Response(200, json={"images": matching[:limit]})
+
+
+def _matches(actual: object, wanted: str) -> bool:
+    """Glance's list filters: equality, or `in:a,b` for one of several values."""
+    if wanted.startswith("in:"):
+        return actual in wanted[3:].split(",")
+    return actual == wanted
 
 
 @pytest.fixture(autouse=True)
@@ -161,6 +168,9 @@ def test_only_marked_records_older_than_the_age_are_removed() -> None:
         glance.add(AGE * 10, marked=False),  # never the sweep's business, however old
         glance.add(AGE * 10, marked=False, hidden=True, visibility="community"),
     }
+    # A marked image that got its data is a finished upload, however old.
+    kept.add(glance.add(AGE * 10, status="active"))
+    kept.add(glance.add(AGE * 10, status="deactivated", hidden=True))
     other_value = glance.add(AGE * 10, marked=False)
     glance.images[other_value][upload_marker.KEY] = "something else"
     kept.add(other_value)
@@ -174,7 +184,8 @@ def test_the_listing_asks_for_marked_records_of_every_visibility_hidden_or_not()
     sweep_once(glance)
     assert glance.listings() == [
         {
-            upload_marker.KEY: [upload_marker.UNFINISHED],
+            upload_marker.KEY: [upload_marker.VALUE],
+            "status": ["in:queued,saving"],
             "visibility": ["all"],
             "os_hidden": [hidden],
             "limit": [str(sweep.PAGE)],
@@ -202,7 +213,7 @@ def test_full_pages_are_followed_by_marker(monkeypatch: pytest.MonkeyPatch) -> N
         (["true"], [hidden[0]]),
     ]
     assert all(query["limit"] == ["2"] for query in listings)
-    assert all(query[upload_marker.KEY] == [upload_marker.UNFINISHED] for query in listings)
+    assert all(query[upload_marker.KEY] == [upload_marker.VALUE] for query in listings)
     assert sorted(glance.deleted()) == sorted(shown + hidden)
     assert len(glance.images) == 3
 

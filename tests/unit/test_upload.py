@@ -409,27 +409,26 @@ def test_a_reservation_with_formats_and_protection_is_still_one_post() -> None:
     assert upload_marker.KEY not in body
 
 
-def test_an_upload_creates_a_marked_record_under_the_gateways_id_then_puts_then_unmarks() -> None:
+def test_an_upload_creates_a_marked_record_under_the_gateways_id_then_puts_then_shows() -> None:
     glance = FakeGlance()
     outcome = add(glance, spec(), *chunks(*CHUNKS))
     assert outcome.error is None and outcome.image is not None
-    assert glance.methods == ["POST", "PUT", "PATCH"]
+    assert glance.methods == ["POST", "PUT", "GET"]
     body = only_post(glance)
     image_id = body["id"]
     assert uuid.UUID(image_id).version == 4 and str(uuid.UUID(image_id)) == image_id
-    assert body[upload_marker.KEY] == upload_marker.UNFINISHED
+    assert body[upload_marker.KEY] == upload_marker.VALUE
     assert "protected" not in body
-    put, patch = glance.seen("PUT")[0], glance.seen("PATCH")[0]
+    put, show = glance.seen("PUT")[0], glance.seen("GET")[0]
     assert put.path == f"/v2/images/{image_id}/file"
     assert put.headers["content-type"] == "application/octet-stream"
     assert put.headers["x-auth-token"] == "tok"
     assert "x-openstack-image-size" not in put.headers
     assert bytes(glance.received[image_id]) == DATA
-    assert patch.path == f"/v2/images/{image_id}"
-    assert patch.headers["content-type"] == JSON_PATCH
-    assert patch.body == [upload_marker.REMOVE]
+    assert show.path == f"/v2/images/{image_id}"
     assert outcome.image["id"] == image_id and outcome.image["status"] == "active"
-    assert upload_marker.KEY not in outcome.image and upload_marker.KEY not in glance.images[image_id]
+    # The mark stays: a finished image is never the sweep's business (its status is not queued or saving).
+    assert glance.images[image_id][upload_marker.KEY] == upload_marker.VALUE
     assert outcome.image["os_hash_value"] == SHA512
 
 
@@ -438,7 +437,10 @@ def test_protected_is_set_only_by_the_final_patch() -> None:
     outcome = add(glance, spec(protected=True), *chunks(*CHUNKS))
     assert outcome.error is None and outcome.image is not None
     assert "protected" not in only_post(glance)
-    assert glance.seen("PATCH")[0].body == [upload_marker.REMOVE, PROTECT]
+    patch = glance.seen("PATCH")[0]
+    assert patch.headers["content-type"] == JSON_PATCH
+    assert patch.body == [PROTECT]
+    assert glance.methods == ["POST", "PUT", "PATCH"]
     assert outcome.image["protected"] is True
 
 
@@ -468,7 +470,7 @@ def test_a_finish_with_the_right_digests_makes_the_image(
     glance = FakeGlance()
     outcome = add(glance, spec(ends_with_finish=not digests, finish_digests=digests), *chunks(*CHUNKS), sent)
     assert outcome.error is None and outcome.image is not None
-    assert glance.methods == ["POST", "PUT", "PATCH"]
+    assert glance.methods == ["POST", "PUT", "GET"]
     assert outcome.image["status"] == "active" and bytes(glance.received[outcome.image["id"]]) == DATA
 
 
@@ -477,7 +479,7 @@ def test_a_finish_alone_makes_an_image_with_no_bytes() -> None:
     empty = hashlib.sha512(b"").hexdigest()
     outcome = add(glance, spec(finish_digests=[pb.DIGEST_ALGORITHM_SHA512]), finish(sha512=empty))
     assert outcome.error is None and outcome.image is not None
-    assert glance.methods == ["POST", "PUT", "PATCH"]
+    assert glance.methods == ["POST", "PUT", "GET"]
     assert outcome.image["size"] == 0
 
 
@@ -700,7 +702,7 @@ def test_a_record_made_under_a_clients_id_by_a_create_answered_503_is_left_marke
     outcome = add(glance, spec(id=SOMEBODY_ELSES), *chunks(*CHUNKS))
     assert failed(outcome).code == C.UNAVAILABLE
     assert glance.methods == ["POST"]
-    assert glance.images[SOMEBODY_ELSES][upload_marker.KEY] == upload_marker.UNFINISHED
+    assert glance.images[SOMEBODY_ELSES][upload_marker.KEY] == upload_marker.VALUE
 
 
 def test_a_failed_put_deletes_the_record_before_add_image_raises() -> None:
@@ -841,7 +843,7 @@ def test_a_known_store_goes_with_the_upload() -> None:
     glance.stores = ["file", "fast"]
     outcome = add(glance, spec(store="fast"), *chunks(*CHUNKS))
     assert outcome.error is None
-    assert glance.methods == ["GET", "POST", "PUT", "PATCH"]
+    assert glance.methods == ["GET", "POST", "PUT", "GET"]
     assert glance.seen("PUT")[0].headers["x-image-meta-store"] == "fast"
 
 
@@ -878,7 +880,7 @@ def test_closing_the_janitor_stops_a_removal_still_waiting_for_its_create_but_no
     assert cancelled
     # The create was not cut off by the close: its record is made, and keeps its mark for the sweep.
     (record,) = glance.images.values()
-    assert record[upload_marker.KEY] == upload_marker.UNFINISHED
+    assert record[upload_marker.KEY] == upload_marker.VALUE
 
 
 def test_a_finish_digest_not_announced_is_refused_even_when_expected_up_front() -> None:
