@@ -14,8 +14,9 @@ import time
 from collections.abc import Awaitable
 from types import TracebackType
 
+from gateway.call_context import CallContext
 from gateway.errors import C, GatewayError
-from gateway.glance_client import CallContext, GlanceClient
+from gateway.glance_client import GlanceClient
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ from typing import Any
 import grpc
 
 from gateway import convert, wire
+from gateway.call_context import CallContext
 from gateway.config import Settings
 from gateway.errors import C, Failure, GatewayError, Operation, from_outcome, invalid_argument
-from gateway.glance_client import CallContext, GlanceClient
+from gateway.glance_client import GlanceClient
 from gateway.integrity import DataCheck, image_digests
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 

@@ -6,16 +6,17 @@ import asyncio
 import json
 import logging
 import ssl
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
 
+from gateway.call_context import CallContext
 from gateway.config import Settings
-from gateway.errors import Failure, GatewayError, Operation, clean_glance_message, from_outcome
+from gateway.errors import Failure, Operation, from_outcome
+from gateway.glance_errors import error_from_response, remember_request_id, transport_errors
 from gateway.http_transport import AiohttpTransport
 from gateway.integrity import Chunk
 from gateway.write_gate import WriteGate
@@ -23,39 +24,9 @@ from gateway.write_gate import WriteGate
 log = logging.getLogger(__name__)
 
 JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-REQUEST_ID_HEADER = "x-openstack-request-id"
 USER_AGENT = "glance-grpc-gateway"
-# Error bodies are short; never read more than this of one.
-MAX_ERROR_BODY = 64 * 1024
 
 JsonObject = dict[str, Any]
-
-
-@dataclass
-class CallContext:
-    """What one gRPC call passes to Glance, and what it learns from it."""
-
-    token: str | None = None
-    request_id: str | None = None
-    # time.monotonic() value of the client's deadline; None means no deadline.
-    deadline: float | None = None
-    # Glance's request ids, in order, for the trailing metadata and error details.
-    glance_request_ids: list[str] = field(default_factory=list)
-
-    def time_remaining(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
-
-    def without_deadline(self) -> CallContext:
-        """The same caller, for clean-up work that must run even after the deadline passed."""
-        return CallContext(self.token, self.request_id, None, self.glance_request_ids)
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["X-Auth-Token"] = self.token
-        if self.request_id:
-            headers["X-Openstack-Request-Id"] = self.request_id
-        return headers
 
 
 @dataclass
@@ -71,7 +42,7 @@ class Download:
         return self.response.status_code != 204
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with _transport_errors(Operation.DOWNLOAD, self.image_id):
+        with transport_errors(Operation.DOWNLOAD, self.image_id):
             # The transport already reads chunk_size pieces; asking httpx to re-chunk would copy each one.
             async for chunk in self.response.aiter_raw():
                 yield chunk
@@ -186,12 +157,12 @@ class GlanceClient:
         request = self._request("GET", f"/v2/images/{image_id}/file", call, headers=headers)
         await self._take_slot(request, Operation.DOWNLOAD, call)
         try:
-            with _transport_errors(Operation.DOWNLOAD, image_id):
+            with transport_errors(Operation.DOWNLOAD, image_id):
                 response = await self._transport.handle_async_request(request)
             try:
-                _remember_request_id(response, call)
+                remember_request_id(response, call)
                 if response.status_code >= 400:
-                    raise await _error_from_response(response, Operation.DOWNLOAD, image_id, call)
+                    raise await error_from_response(response, Operation.DOWNLOAD, image_id, call)
                 yield Download(response, image_id)
             finally:
                 # Closing at once releases the upstream connection when the client cancels mid-stream.
@@ -307,7 +278,7 @@ class GlanceClient:
         await self._take_slot(request, operation, call)
         try:
             budget = call.time_remaining()
-            with _transport_errors(operation, image_id):
+            with transport_errors(operation, image_id):
                 try:
                     async with asyncio.timeout(budget):
                         response = await self._transport.handle_async_request(request)
@@ -323,64 +294,7 @@ class GlanceClient:
                     ) from None
         finally:
             self._slots.release()
-        _remember_request_id(response, call)
+        remember_request_id(response, call)
         if response.status_code >= 400 and response.status_code not in accept_statuses:
-            raise await _error_from_response(response, operation, image_id, call)
+            raise await error_from_response(response, operation, image_id, call)
         return response
-
-
-def _remember_request_id(response: httpx.Response, call: CallContext) -> None:
-    request_id = response.headers.get(REQUEST_ID_HEADER)
-    if request_id:
-        call.glance_request_ids.append(request_id)
-
-
-async def _error_from_response(
-    response: httpx.Response, operation: Operation, image_id: str | None, call: CallContext
-) -> GatewayError:
-    raw = b""
-    async for part in response.aiter_bytes():
-        raw += part
-        if len(raw) >= MAX_ERROR_BODY:
-            break
-    message = _error_message(raw[:MAX_ERROR_BODY], response.status_code)
-    metadata = {"image_id": image_id or "", "request_id": response.headers.get(REQUEST_ID_HEADER, "")}
-    log.info("glance %s answered %s: %s", operation.value, response.status_code, message)
-    return from_outcome(response.status_code, operation, message, metadata)
-
-
-def _error_message(raw: bytes, status: int) -> str:
-    text = raw.decode("utf-8", "replace")
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        # Glance's JSON errors: {"message": ..., "code": "404 Not Found", "title": ...}
-        text = str(body.get("message") or body.get("title") or "")
-    message = clean_glance_message(text)
-    return message or f"Glance answered HTTP {status}"
-
-
-@contextmanager
-def _transport_errors(operation: Operation, image_id: str | None) -> Iterator[None]:
-    """Network-level failures talking to Glance, through the same table as HTTP statuses."""
-    metadata = {"image_id": image_id or ""}
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise from_outcome(
-            Failure.UPSTREAM_TIMEOUT,
-            operation,
-            f"Glance did not answer in time ({type(exc).__name__})",
-            metadata,
-        ) from None
-    except httpx.ConnectError:
-        raise from_outcome(Failure.CONNECT_ERROR, operation, "cannot connect to Glance", metadata) from None
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.NetworkError) as exc:
-        raise from_outcome(
-            Failure.UPSTREAM_BROKEN,
-            operation,
-            f"the connection to Glance broke ({type(exc).__name__})",
-            metadata,
-        ) from None

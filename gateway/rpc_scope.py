@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 
 from gateway import validation
+from gateway.call_context import REQUEST_ID_HEADER, CallContext
 from gateway.errors import GatewayError
-from gateway.glance_client import REQUEST_ID_HEADER, CallContext
 
 log = logging.getLogger(__name__)
 # Where grpc.aio's server logs its "Unexpected ... raised by servicer method" errors.

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from gateway import upload_marker
+from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.errors import GatewayError
-from gateway.glance_client import CallContext, GlanceClient, JsonObject
+from gateway.glance_client import GlanceClient, JsonObject
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 
 from gateway import convert, upload_marker, validation, wire
+from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.errors import Failure, GatewayError, Operation, from_outcome, invalid_argument
-from gateway.glance_client import CallContext, GlanceClient, JsonObject
+from gateway.glance_client import GlanceClient, JsonObject
 from gateway.integrity import Chunk, DataCheck, upload_digests
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 

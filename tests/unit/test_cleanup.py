@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from gateway import cleanup
+from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.config import Settings
-from gateway.glance_client import CallContext, GlanceClient, JsonObject
+from gateway.glance_client import GlanceClient, JsonObject
 
 IMAGE = "6f1c3a52-0d1b-4a8e-9d4f-2b7e5c9a1f00"
 OTHER = "9e2d4b61-1c2a-4b9f-8e5a-3c8f6d0b2e11"

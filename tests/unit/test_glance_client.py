@@ -6,9 +6,11 @@ from typing import Any
 import grpc
 import pytest
 
+from gateway.call_context import CallContext
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.glance_client import CallContext, GlanceClient, _error_message
+from gateway.glance_client import GlanceClient
+from gateway.glance_errors import error_message
 
 
 def test_headers_forward_token_and_request_id() -> None:
@@ -40,10 +42,10 @@ def test_clean_up_context_keeps_identity_drops_deadline() -> None:
 
 def test_error_messages_from_json_html_and_empty_bodies() -> None:
     json_body = b'{"message": "No image found with ID x<br /><br />\\n\\n\\n", "code": "404 Not Found"}'
-    assert _error_message(json_body, 404) == "No image found with ID x"
+    assert error_message(json_body, 404) == "No image found with ID x"
     html = b"<html><head><title>409 Conflict</title></head><body>Image ID x already exists!<br /><br />"
-    assert "Image ID x already exists!" in _error_message(html, 409)
-    assert _error_message(b"", 503) == "Glance answered HTTP 503"
+    assert "Image ID x already exists!" in error_message(html, 409)
+    assert error_message(b"", 503) == "Glance answered HTTP 503"
 
 
 # -- waiting for one of the max_connections upstream connections --------------------------------------

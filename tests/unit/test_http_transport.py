@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.errors import GatewayError, Operation
-from gateway.glance_client import _transport_errors
+from gateway.glance_errors import transport_errors
 from gateway.http_transport import FOREIGN_ERRORS, AiohttpTransport, httpx_error_for
 
 
@@ -78,7 +78,7 @@ MAPPED = sorted({ours for _, ours in FOREIGN_ERRORS}, key=lambda cls: cls.__name
 
 @pytest.mark.parametrize("ours", MAPPED, ids=lambda cls: cls.__name__)
 def test_every_mapped_error_has_a_status_that_is_not_internal(ours: type[httpx.TransportError]) -> None:
-    with pytest.raises(GatewayError) as caught, _transport_errors(Operation.SHOW, None):
+    with pytest.raises(GatewayError) as caught, transport_errors(Operation.SHOW, None):
         raise ours("failed")
     assert caught.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 

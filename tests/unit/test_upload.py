@@ -24,10 +24,11 @@ import httpx
 import pytest
 
 from gateway import upload, upload_marker, wire, write_gate
+from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.glance_client import JSON_PATCH, CallContext, GlanceClient, JsonObject
+from gateway.glance_client import JSON_PATCH, GlanceClient, JsonObject
 from gateway.upload import UploadMessage, Uploads, UploadStream
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
