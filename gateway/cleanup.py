@@ -28,8 +28,7 @@ PATIENCE = 600.0
 # How long a record may stay "saving" before it is deleted anyway: the Glance worker that was receiving the
 # data unwinds within a second of the connection closing (measured), unless it died with it.
 SAVING_PATIENCE = 30.0
-# Removals under way at once; each mostly waits between looks, and their DELETEs go one at a time anyway
-# (gateway/write_gate.py says why).
+# Removals under way at once; each mostly waits between looks.
 CONCURRENCY = 16
 
 

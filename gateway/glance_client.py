@@ -19,7 +19,6 @@ from gateway.errors import Failure, Operation, from_outcome
 from gateway.glance_errors import error_from_response, remember_request_id, transport_errors
 from gateway.http_transport import AiohttpTransport
 from gateway.integrity import Chunk
-from gateway.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,6 @@ class GlanceClient:
         # transport's pool has the same limit but can only say "connect timeout" when its wait runs out; a
         # wait here knows it is the gateway that is busy, not Glance (GATEWAY_BUSY).
         self._slots = asyncio.Semaphore(settings.max_connections)
-        self._writes = WriteGate()
 
     @property
     def base(self) -> str:
@@ -92,14 +90,9 @@ class GlanceClient:
         return await self._json("GET", f"/v2/images/{image_id}", Operation.SHOW, call, image_id=image_id)
 
     async def create_image(self, body: JsonObject, call: CallContext) -> JsonObject:
-        async with self._writes.write():
-            return await self._json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
+        return await self._json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
 
     async def update_image(self, image_id: str, patch: list[JsonObject], call: CallContext) -> JsonObject:
-        async with self._writes.write():
-            return await self._update_image(image_id, patch, call)
-
-    async def _update_image(self, image_id: str, patch: list[JsonObject], call: CallContext) -> JsonObject:
         return await self._json(
             "PATCH",
             f"/v2/images/{image_id}",
@@ -112,8 +105,7 @@ class GlanceClient:
 
     async def delete_image(self, image_id: str, call: CallContext) -> None:
         request = self._request("DELETE", f"/v2/images/{image_id}", call)
-        async with self._writes.delete():
-            await self._exchange(request, Operation.DELETE, call, image_id)
+        await self._exchange(request, Operation.DELETE, call, image_id)
 
     async def store_ids(self, call: CallContext) -> list[str] | None:
         """The ids of Glance's stores, or None when Glance has no multi-store support."""
@@ -139,12 +131,7 @@ class GlanceClient:
         if store:
             headers["X-Image-Meta-Store"] = store
         request = self._request("PUT", f"/v2/images/{image_id}/file", call, headers=headers, content=data)
-        # Glance writes the image's status as the upload starts and as it ends (or is cut off).
-        self._writes.upload_event()
-        try:
-            await self._exchange(request, Operation.UPLOAD, call, image_id)
-        finally:
-            self._writes.upload_event()
+        await self._exchange(request, Operation.UPLOAD, call, image_id)
 
     @asynccontextmanager
     async def download(

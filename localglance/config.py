@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AUTH_MODES = ("noauth", "headers")
+# Modules loaded into the Glance workers (not into this launcher): see inside_glance/.
+INSIDE_GLANCE = Path(__file__).resolve().parent / "inside_glance"
 CHUNKED_INPUT_LIMIT = 64 * 1024 * 1024  # uWSGI's 1 MiB default turns any chunk >= 1 MiB into a 500
 
 # Every caller is admin: without this, noauth's empty context gets 403 on every call.
@@ -194,6 +196,9 @@ def render_uwsgi_ini(cfg: GlanceConfig) -> str:
 [uwsgi]
 http-socket = 127.0.0.1:{cfg.port}
 module = glance.wsgi.api:application
+# SQLite's "database is locked" becomes a deadlock that Glance retries (localglance/inside_glance).
+pythonpath = {INSIDE_GLANCE}
+import = localglance_sqlite_locks
 home = {cfg.venv_dir}
 env = OS_GLANCE_CONFIG_DIR={cfg.etc_dir}
 socket-timeout = {cfg.socket_timeout}

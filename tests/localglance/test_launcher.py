@@ -196,3 +196,40 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     assert_gone(pid, port)
     status = subprocess.run([*cli, "status", *common], cwd=REPO, capture_output=True, text=True)
     assert status.returncode == 1
+
+
+# The shim in localglance/inside_glance: run in the Glance venv's own Python, as uWSGI's workers load it.
+SQLITE_LOCK_PROBE = """
+import sqlite3, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import localglance_sqlite_locks  # noqa: F401  (what uWSGI's `import =` does in each worker)
+from oslo_db import exception
+from oslo_db.sqlalchemy import engines
+import sqlalchemy
+
+path = tempfile.mktemp(suffix=".sqlite")
+sqlite3.connect(path).execute("create table t (x int)")
+engine = engines.create_engine(f"sqlite:///{path}")
+holder = sqlite3.connect(path, timeout=0)
+holder.execute("begin exclusive")
+try:
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("insert into t values (1)"))
+except exception.DBDeadlock:
+    print("DBDeadlock")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_glance_retries_sqlite_lock_conflicts_as_deadlocks(glance: GlanceServer) -> None:
+    # Glance retries image writes on DBDeadlock; the shim makes SQLite's "database is locked" one.
+    ini = glance.config.uwsgi_ini.read_text()
+    assert "import = localglance_sqlite_locks" in ini
+    inside = REPO / "localglance" / "inside_glance"
+    python = glance.config.venv_dir / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-c", SQLITE_LOCK_PROBE, str(inside)], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "DBDeadlock", result.stdout + result.stderr
+    assert "localglance_sqlite_locks" not in glance.log_tail(200)  # no import error in the workers

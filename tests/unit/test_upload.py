@@ -23,7 +23,7 @@ import grpc
 import httpx
 import pytest
 
-from gateway import upload, upload_marker, wire, write_gate
+from gateway import upload, upload_marker, wire
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.config import Settings
@@ -42,12 +42,6 @@ SHA512 = hashlib.sha512(DATA).hexdigest()
 MD5 = hashlib.md5(DATA).hexdigest()
 PROTECT = {"op": "replace", "path": "/protected", "value": True}
 SOMEBODY_ELSES = "0b9a4a8e-6a5e-4a49-9d44-3d2b8e1c7f10"
-
-
-@pytest.fixture(autouse=True)
-def short_quiet_after_uploads(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A DELETE waits for Glance to write an upload's status (gateway/write_gate.py); the fake writes at once.
-    monkeypatch.setattr(write_gate, "QUIET_SECONDS", 0.01)
 
 
 # --- the fake Glance --------------------------------------------------------------------------------------
