@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,14 @@ def test_help_names_each_flag_its_environment_variable_and_default() -> None:
         assert option.flag in text
         if option.env:
             assert option.env in text
+
+
+def test_the_readme_configuration_table_names_every_option_and_variable() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    for option in OPTIONS:
+        row = next((line for line in rows if f"`{option.flag}`" in line), None)
+        assert row is not None, f"{option.flag} is missing from the README's configuration table"
+        if option.env:
+            assert f"`{option.env}`" in row, f"{option.env} is missing from the row of {option.flag}"
