@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto')
 
-.PHONY: venv glance-venv nginx proto proto-check lint test run bench bench-smoke clean
+.PHONY: venv glance-venv nginx proto proto-check lint test run bench bench-smoke chaos chaos-smoke clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ lint: $(INSTALLED) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict gateway
-	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests bench harness
+	MYPYPATH=tests $(BIN)/mypy --strict localglance scripts tests bench harness chaos
 	$(BUF) lint
 
 test: $(INSTALLED) glance-venv nginx
@@ -67,6 +67,16 @@ bench: $(INSTALLED) glance-venv nginx
 # The same with tiny sizes, in seconds, into bench/results/tmp/ (CI runs it so the harness never rots).
 bench-smoke: $(INSTALLED) glance-venv nginx
 	$(BIN)/python -m bench --smoke
+
+# Faults and abuse against the gateway (a real process) in front of a real Glance: cancelled transfers, Glance or
+# the gateway killed mid-transfer, junk, sustained load, overload, stalled clients. Prints the table and writes
+# chaos/results/ (chaos.md, chaos.json); exits non-zero when a scenario fails. About 8 to 10 minutes.
+chaos: $(INSTALLED) glance-venv
+	$(BIN)/python -m chaos
+
+# Every scenario scaled down, under 3 minutes, into chaos/results/tmp/ (CI runs it).
+chaos-smoke: $(INSTALLED) glance-venv
+	$(BIN)/python -m chaos --smoke
 
 clean:
 	rm -rf $(VENV) node_modules .state .mypy_cache .ruff_cache .pytest_cache

@@ -7,10 +7,12 @@ import logging
 import uvloop
 
 from gateway.config import parse_settings
+from gateway.malloc_arenas import cap_arenas
 from gateway.server import serve
 
 
 def main() -> None:
+    cap_arenas()  # before any thread starts (importing gRPC starts none; measured)
     settings = parse_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every request line at INFO; keep that at DEBUG level only.
