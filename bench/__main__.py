@@ -15,6 +15,7 @@ from bench import report
 from bench.figures import Plan, UpstreamBench, log_stderr, upload_data
 from bench.model import Figure
 from bench.upstreams import UPSTREAMS, find_nginx
+from harness import provenance
 
 MIB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         calls_per_caller=args.calls_per_caller,
     )
     nginx = find_nginx() if "nginx" in args.upstreams else None
-    started_at, started = report.now(), time.monotonic()
+    started_at, started = provenance.now(), time.monotonic()
     info: dict[str, Any] = {
         "smoke": args.smoke,
         "options": {key: getattr(args, key) for key in (*FULL, "upstreams")},
@@ -115,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures.extend(UpstreamBench(upstream, plan, uploads, log_stderr).run())
         log_stderr(f"{name}: stopped")
     figures.sort(key=lambda f: (FIGURE_ORDER.index(f.key), args.upstreams.index(f.upstream)))
-    info["finished_at"] = report.now()
+    info["finished_at"] = provenance.now()
     info["duration_s"] = time.monotonic() - started
-    info["machine"]["loadavg_at_end"] = report.machine_info(None)["loadavg"]
+    info["machine"]["loadavg_at_end"] = provenance.loadavg()
     report.write(args.out, figures, info)
     print(report.markdown_table(figures))
     log_stderr(f"wrote {args.out}/bench.json, bench.md, throughput.png in {info['duration_s']:.0f} s")

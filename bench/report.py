@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.model import Figure
 from bench.stats import Series
+from harness import provenance
+from harness.provenance import run
 
 REPO = Path(__file__).resolve().parents[1]
 # Typographic dashes for the table (escaped: ruff rightly flags look-alikes written out in code).
@@ -153,56 +150,17 @@ def throughput_chart(figures: Sequence[Figure], path: Path, smoke: bool = False)
 # -- machine and provenance ------------------------------------------------------------
 
 
-def _first_line_with(path: str, prefix: str) -> str:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(prefix):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _run(args: list[str]) -> str:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return (done.stdout + done.stderr).strip()
-
-
 def machine_info(nginx: str | None) -> dict[str, Any]:
-    from localglance.paths import GLANCE_VERSION
-
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "not installed"
-    mem_kib = _first_line_with("/proc/meminfo", "MemTotal").split()[0]
-    return {
-        "cpu_model": _first_line_with("/proc/cpuinfo", "model name"),
-        "nproc": len(os.sched_getaffinity(0)),
-        "memory_gib": int(mem_kib) / 1024 / 1024 if mem_kib.isdigit() else 0.0,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": packages,
-        "nginx": _run([nginx, "-v"]).removeprefix("nginx version: ") if nginx else "nginx not used",
-        "glance": GLANCE_VERSION,
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-    }
+    info = provenance.machine_info(PACKAGES)
+    info["nginx"] = run([nginx, "-v"]).removeprefix("nginx version: ") if nginx else "nginx not used"
+    return info
 
 
 def git_info() -> dict[str, Any]:
     return {
-        "commit": _run(["git", "rev-parse", "HEAD"]) or "unknown",
-        "gateway_dirty": bool(_run(["git", "status", "--porcelain", "--", "gateway", "generated"])),
+        "commit": run(["git", "rev-parse", "HEAD"]) or "unknown",
+        "gateway_dirty": bool(run(["git", "status", "--porcelain", "--", "gateway", "generated"])),
     }
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- writing it all ---------------------------------------------------------------------

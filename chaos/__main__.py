@@ -23,6 +23,7 @@ from chaos.env import Env, FeatureMissing, log_stderr
 from chaos.model import Outcome
 from chaos.plan import FULL, SMOKE
 from chaos.scenarios import SCENARIOS
+from harness import provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,11 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # `kill -USR1 <pid>` prints every thread's stack: where a hung scenario is stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    started_at, started = report.now(), time.monotonic()
+    started_at, started = provenance.now(), time.monotonic()
     info: dict[str, Any] = {
         "smoke": args.smoke,
         "plan": dataclasses.asdict(args.plan),
-        "machine": report.machine_info(),
+        "machine": provenance.machine_info(report.PACKAGES),
         "commit": report.commit(),
         "started_at": started_at,
     }
@@ -115,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 outcomes.append(run_one(env, index, args.plan))
         finally:
             env.close()
-    info["finished_at"] = report.now()
+    info["finished_at"] = provenance.now()
     info["duration_s"] = time.monotonic() - started
-    info["machine"]["loadavg_at_end"] = report.loadavg()
+    info["machine"]["loadavg_at_end"] = provenance.loadavg()
     report.write(args.out, outcomes, info)
     print(report.markdown_table(outcomes))
     failed = [o for o in outcomes if not o.passed]

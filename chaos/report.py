@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import subprocess
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from chaos.model import Outcome
+from harness.provenance import run
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("grpcio", "protobuf", "httpx", "aiohttp", "hypothesis", "psutil")
@@ -97,59 +93,11 @@ def markdown(outcomes: Sequence[Outcome], info: dict[str, Any]) -> str:
 # -- machine and provenance ------------------------------------------------------------
 
 
-def _first_line_with(path: str, prefix: str) -> str:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(prefix):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _run(args: list[str]) -> str:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip()
-
-
-def loadavg() -> list[str]:
-    return Path("/proc/loadavg").read_text().split()[:3]
-
-
-def machine_info() -> dict[str, Any]:
-    from localglance.paths import GLANCE_VERSION
-
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = "not installed"
-    mem_kib = _first_line_with("/proc/meminfo", "MemTotal").split()[0]
-    return {
-        "cpu_model": _first_line_with("/proc/cpuinfo", "model name"),
-        "nproc": len(os.sched_getaffinity(0)),
-        "memory_gib": int(mem_kib) / 1024 / 1024 if mem_kib.isdigit() else 0.0,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": packages,
-        "glance": GLANCE_VERSION,
-        "loadavg": loadavg(),
-    }
-
-
 def commit() -> str:
     """`git rev-parse --short HEAD`, plus "+dirty" when the work tree has uncommitted changes."""
-    head = _run(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
-    dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]))
+    head = run(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
+    dirty = bool(run(["git", "status", "--porcelain", "--untracked-files=no"]))
     return head + ("+dirty" if dirty else "")
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _plain(value: Any) -> Any:
