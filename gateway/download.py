@@ -41,16 +41,17 @@ async def send_image(
     if request.limit:
         length = min(length, request.limit)
     whole = length == size
-    check = DataCheck(
-        Operation.DOWNLOAD,
-        expected_size=length,
-        expected_digests=image_digests(body) if whole and not request.skip_verification else None,
-        size_failure=Failure.UPSTREAM_BROKEN,
-    )
     byte_range = None if whole else (request.offset, request.offset + length - 1)
     # The stall watch is inside the download: its CLIENT_STALLED leaves through the download's exit, which
-    # closes Glance's response at once and frees the Glance worker that was blocked sending to us.
+    # closes Glance's response at once and frees the Glance worker that was blocked sending to us. The check
+    # owns the hashing thread, which ends with the block however the stream ends.
     async with (
+        DataCheck(
+            Operation.DOWNLOAD,
+            expected_size=length,
+            expected_digests=image_digests(body) if whole and not request.skip_verification else None,
+            size_failure=Failure.UPSTREAM_BROKEN,
+        ) as check,
         glance.download(image_id, byte_range, call) as download,
         StallWatch(settings.stall_timeout, image_id) as watch,
     ):
