@@ -25,9 +25,10 @@ from contextlib import suppress
 from gateway import convert, upload_marker, validation, wire
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
-from gateway.errors import Failure, GatewayError, Operation, from_outcome, invalid_argument
+from gateway.errors import GatewayError, Operation, invalid_argument
 from gateway.glance_client import GlanceClient, JsonObject
 from gateway.integrity import Chunk, DataCheck, upload_digests
+from gateway.stall import StallWatch
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
 # AddImage's messages as wire.parse_upload_message gives them: data-only messages are views of their bytes.
@@ -50,22 +51,18 @@ _DIGEST_NAMES: dict[pb.DigestAlgorithm.ValueType, str] = {
 class UploadStream:
     """The messages of one AddImage call: the spec, then data chunks, then (optionally) an UploadFinish."""
 
-    def __init__(self, messages: AsyncIterator[UploadMessage], stall_timeout: float) -> None:
+    def __init__(self, messages: AsyncIterator[UploadMessage], watch: StallWatch) -> None:
         self._messages = messages
-        self._stall_timeout = stall_timeout
+        self._watch = watch
         self.finish: pb.UploadFinish | None = None
         self.ended = False
 
+    @property
+    def stalled(self) -> bool:
+        return self._watch.stalled
+
     async def _next(self) -> UploadMessage | None:
-        try:
-            async with asyncio.timeout(self._stall_timeout):
-                return await anext(self._messages, None)
-        except TimeoutError:
-            raise from_outcome(
-                Failure.CLIENT_STALLED,
-                Operation.UPLOAD,
-                f"the client sent nothing for {self._stall_timeout:g} s; the upload was stopped",
-            ) from None
+        return await self._watch.guard(anext(self._messages, None))
 
     async def spec(self) -> pb.ImageSpec:
         first = await self._next()
@@ -117,7 +114,11 @@ class Uploads:
 
     async def add_image(self, messages: AsyncIterator[UploadMessage], call: CallContext) -> JsonObject:
         """The new image's JSON; a reservation (no data) when the stream holds only the spec."""
-        stream = UploadStream(messages, self._stall_timeout)
+        message = f"the client sent nothing for {self._stall_timeout:g} s; the upload was stopped"
+        async with StallWatch(self._stall_timeout, Operation.UPLOAD, message, {}) as watch:
+            return await self._add_image(UploadStream(messages, watch), call)
+
+    async def _add_image(self, stream: UploadStream, call: CallContext) -> JsonObject:
         spec = await stream.spec()
         body = convert.create_body(spec)
         store = validation.store_name(spec.store) if spec.store else None
@@ -147,7 +148,7 @@ class Uploads:
             if store:
                 await self._require_store(store, call)
             data = _verified_body(first, stream, check, announced, needs_finish)
-            return await self._create_and_upload(body, data, size, store, call)
+            return await self._create_and_upload(body, data, size, store, call, stream)
 
     async def _create_and_upload(
         self,
@@ -156,6 +157,7 @@ class Uploads:
         size: int | None,
         store: str | None,
         call: CallContext,
+        stream: UploadStream,
     ) -> JsonObject:
         # Protection comes last: a protected image could not be deleted if the upload fails.
         protect = body.pop("protected", False)
@@ -172,7 +174,8 @@ class Uploads:
             return await self._glance.show_image(image_id, call)
         except BaseException as failure:
             removal = self._janitor.discard(image_id, call, _record_made(creating, chosen_here))
-            if not isinstance(failure, asyncio.CancelledError):
+            # A stall arrives as a cancel too, but it is a failure: its caller still waits for the answer.
+            if not isinstance(failure, asyncio.CancelledError) or stream.stalled:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(removal), DISCARD_WAIT_SECONDS)
             raise

@@ -16,6 +16,7 @@ import uuid
 import warnings
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,9 @@ from gateway import upload, upload_marker, wire
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.config import Settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Operation
 from gateway.glance_client import JSON_PATCH, GlanceClient, JsonObject
+from gateway.stall import StallWatch
 from gateway.upload import UploadMessage, Uploads, UploadStream
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
@@ -199,6 +201,15 @@ async def stream(*items: UploadMessage) -> AsyncIterator[UploadMessage]:
         yield item
 
 
+@asynccontextmanager
+async def watched(
+    messages: AsyncIterator[UploadMessage], stall_timeout: float
+) -> AsyncIterator[UploadStream]:
+    """An UploadStream under a StallWatch, as Uploads.add_image makes it: a stall ends the block."""
+    async with StallWatch(stall_timeout, Operation.UPLOAD, "stalled", {}) as watch:
+        yield UploadStream(messages, watch)
+
+
 async def read_all(upload_stream: UploadStream) -> list[bytes]:
     got = []
     while (chunk := await upload_stream.next_chunk()) is not None:
@@ -208,9 +219,9 @@ async def read_all(upload_stream: UploadStream) -> list[bytes]:
 
 def stream_error(*items: UploadMessage, stall_timeout: float = 5.0) -> GatewayError:
     async def read() -> None:
-        upload_stream = UploadStream(stream(*items), stall_timeout)
-        await upload_stream.spec()
-        await read_all(upload_stream)
+        async with watched(stream(*items), stall_timeout) as upload_stream:
+            await upload_stream.spec()
+            await read_all(upload_stream)
 
     with pytest.raises(GatewayError) as caught:
         asyncio.run(read())
@@ -242,14 +253,12 @@ def test_a_malformed_message_is_invalid_argument_wherever_it_comes(before: list[
 
 def test_data_comes_as_views_and_as_messages_in_order_and_empty_ones_are_skipped() -> None:
     async def read() -> tuple[pb.ImageSpec, list[bytes], UploadStream]:
-        upload_stream = UploadStream(
-            stream(
-                spec(name="n"), data(b""), memoryview(b"ab"), memoryview(b""), data(b"cd"), memoryview(b"e")
-            ),
-            5.0,
+        messages = stream(
+            spec(name="n"), data(b""), memoryview(b"ab"), memoryview(b""), data(b"cd"), memoryview(b"e")
         )
-        first = await upload_stream.spec()
-        return first, await read_all(upload_stream), upload_stream
+        async with watched(messages, 5.0) as upload_stream:
+            first = await upload_stream.spec()
+            return first, await read_all(upload_stream), upload_stream
 
     first, got, upload_stream = asyncio.run(read())
     assert first.name == "n"
@@ -259,11 +268,11 @@ def test_data_comes_as_views_and_as_messages_in_order_and_empty_ones_are_skipped
 
 def test_a_finish_ends_the_data_and_is_kept() -> None:
     async def read() -> tuple[list[bytes], UploadStream, bool]:
-        upload_stream = UploadStream(stream(spec(), memoryview(b"ab"), finish(sha512=SHA512)), 5.0)
-        await upload_stream.spec()
-        got = await read_all(upload_stream)
-        # Once ended, the stream is not read again.
-        return got, upload_stream, await upload_stream.next_chunk() is None
+        async with watched(stream(spec(), memoryview(b"ab"), finish(sha512=SHA512)), 5.0) as upload_stream:
+            await upload_stream.spec()
+            got = await read_all(upload_stream)
+            # Once ended, the stream is not read again.
+            return got, upload_stream, await upload_stream.next_chunk() is None
 
     got, upload_stream, still_none = asyncio.run(read())
     assert got == [b"ab"]
@@ -273,9 +282,9 @@ def test_a_finish_ends_the_data_and_is_kept() -> None:
 
 def test_a_finish_right_after_the_spec_ends_an_empty_upload() -> None:
     async def read() -> tuple[list[bytes], UploadStream]:
-        upload_stream = UploadStream(stream(spec(), finish()), 5.0)
-        await upload_stream.spec()
-        return await read_all(upload_stream), upload_stream
+        async with watched(stream(spec(), finish()), 5.0) as upload_stream:
+            await upload_stream.spec()
+            return await read_all(upload_stream), upload_stream
 
     got, upload_stream = asyncio.run(read())
     assert got == [] and upload_stream.finish == pb.UploadFinish()
@@ -316,9 +325,9 @@ async def stalling(*items: UploadMessage) -> AsyncIterator[UploadMessage]:
 )
 def test_a_client_silent_past_the_stall_timeout_is_stopped(sent: list[UploadMessage]) -> None:
     async def read() -> None:
-        upload_stream = UploadStream(stalling(*sent), 0.05)
-        await upload_stream.spec()
-        await read_all(upload_stream)
+        async with watched(stalling(*sent), 0.05) as upload_stream:
+            await upload_stream.spec()
+            await read_all(upload_stream)
 
     started = time.monotonic()
     with pytest.raises(GatewayError) as caught:
@@ -335,9 +344,9 @@ def test_the_stall_timeout_is_per_message_not_for_the_whole_stream() -> None:
             yield memoryview(piece)
 
     async def read() -> list[bytes]:
-        upload_stream = UploadStream(slow(), 0.08)
-        await upload_stream.spec()
-        return await read_all(upload_stream)
+        async with watched(slow(), 0.08) as upload_stream:
+            await upload_stream.spec()
+            return await read_all(upload_stream)
 
     assert asyncio.run(read()) == [b"a", b"b", b"c", b"d"]
 
