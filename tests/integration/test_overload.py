@@ -208,6 +208,9 @@ def test_unary_calls_past_their_deadline_while_connections_are_busy_end_with_a_d
         (grpc.StatusCode.OK, ""),
         (grpc.StatusCode.DEADLINE_EXCEEDED, ""),  # the client library's own deadline
         (grpc.StatusCode.DEADLINE_EXCEEDED, "GATEWAY_BUSY"),
+        # A call that got a connection, whose deadline passed while Glance was still answering (a loaded
+        # machine makes this one likely too).
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
     }
     assert {(o.code, o.reason) for o in metas} <= allowed, {(o.code, o.reason) for o in metas}
     assert all(o.seconds < 10 for o in metas)
