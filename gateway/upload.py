@@ -167,7 +167,8 @@ class Uploads:
         # Bounded by the read timeout, not the call's deadline: see step 2 in the module's docstring.
         creating = asyncio.ensure_future(self._glance.create_image(body, call.without_deadline()))
         try:
-            await asyncio.shield(creating)
+            # Glance's answer names the record (a real Glance keeps the id it was given).
+            image_id = str((await asyncio.shield(creating)).get("id") or image_id)
             await self._glance.upload(image_id, data, size, store, call)
             if protect:
                 return await self._glance.update_image(image_id, [_PROTECT], call)
