@@ -133,12 +133,24 @@ class GatewayError(Exception):
         return f"{self.code.name} {self.reason}: {self.message}"
 
     def to_status(self) -> grpc.Status:
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        metadata = {key: _cut(value, MAX_DETAIL_VALUE) for key, value in self.metadata.items()}
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=metadata)
         detail = any_pb2.Any()
         detail.Pack(info)
-        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        message = _cut(self.message, MAX_STATUS_MESSAGE)
+        proto = status_pb2.Status(code=self.code.value[0], message=message, details=[detail])
         status: grpc.Status = rpc_status.to_status(proto)
         return status
+
+
+# The status travels in trailers, which clients refuse past 8-16 KiB (grpc-go's and grpc-java's defaults), and
+# Glance's error text can be up to 64 KiB: the status and its details are cut well below that.
+MAX_STATUS_MESSAGE = 2048
+MAX_DETAIL_VALUE = 256
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def invalid_argument(reason: str, message: str, **metadata: str) -> GatewayError:

@@ -41,7 +41,9 @@ def decode_token(token: str, query: list[tuple[str, str]]) -> str | None:
         payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         marker = payload["m"]
         fingerprint = payload["q"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    # RecursionError: deeply nested JSON (the length limit in convert.list_query stops it first, but a token
+    # must never be able to fail the call any other way).
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         raise invalid_argument(
             "INVALID_PAGE_TOKEN", "page_token is not a token this gateway issued"
         ) from None

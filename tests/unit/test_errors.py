@@ -7,6 +7,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gateway.errors import (
     ERROR_DOMAIN,
     ERROR_TABLE,
+    MAX_STATUS_MESSAGE,
     Failure,
     GatewayError,
     Operation,
@@ -165,3 +166,13 @@ def test_gateway_error_str_names_code_and_reason() -> None:
 )
 def test_glance_message_noise_is_stripped(raw: str, clean: str) -> None:
     assert clean_glance_message(raw) == clean
+
+
+def test_a_long_message_and_long_details_are_cut_to_fit_in_trailers() -> None:
+    error = GatewayError(C.INTERNAL, "GLANCE_INTERNAL_ERROR", "x" * 70_000, {"request_id": "r" * 1000})
+    status = error.to_status()
+    message = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    assert len(status.details) == MAX_STATUS_MESSAGE and status.details.endswith("…")
+    assert len(message) < 4 * 1024
+    short = GatewayError(C.NOT_FOUND, "NOT_FOUND", "no such image", {"image_id": "abc"}).to_status()
+    assert short.details == "no such image"

@@ -39,3 +39,11 @@ def test_token_is_bound_to_its_query() -> None:
 @pytest.mark.parametrize("token", ["garbage", "!!!", "e30", "eyJtIjoiYWJjIiwicSI6IngifQ", "W10"])
 def test_malformed_tokens(token: str) -> None:
     assert reason_of_decode(token, QUERY) == "INVALID_PAGE_TOKEN"
+
+
+def test_a_deeply_nested_token_is_invalid_not_a_crash() -> None:
+    # json.loads recurses per bracket; this nests far deeper than Python's recursion limit.
+    import base64
+
+    token = base64.urlsafe_b64encode(b"[" * 100_000).decode().rstrip("=")
+    assert reason_of_decode(token, QUERY) == "INVALID_PAGE_TOKEN"
