@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from harness.data import pseudo_random_chunks
 from harness.process import REPO, GatewayProcess, peak_rss_bytes
+from harness.process import upstream_connections as upstream_connections
 from localglance import GlanceServer
 
 MIB = 1024 * 1024
@@ -111,15 +112,6 @@ def rss_mib(pid: int) -> float:
 
 def vmhwm_mib(pid: int) -> float:
     return peak_rss_bytes(pid) / MIB
-
-
-def upstream_connections(pid: int, port: int) -> list[str]:
-    """The process's ESTABLISHED TCP connections to `port`, as "local->remote" (as tests/integration do)."""
-    found = []
-    for conn in psutil.Process(pid).net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port == port:
-            found.append(f"{conn.laddr.ip}:{conn.laddr.port}->{conn.raddr.ip}:{conn.raddr.port}")
-    return found
 
 
 @dataclass(frozen=True)

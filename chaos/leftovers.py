@@ -18,9 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.glance_rest import force_delete as force_delete
+from harness.glance_rest import glance_image as glance_image
+from harness.glance_rest import http as http
+
 JsonObject = dict[str, Any]
 # Loopback only: never through a proxy from the environment.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Glance hides these unless asked; each is listed on top of the default listing.
 STUCK_PATIENCE = 10.0
 EXTRA_LISTINGS: tuple[dict[str, str], ...] = (
@@ -81,26 +84,6 @@ class Census:
 # -- Glance over plain HTTP ---------------------------------------------------------------
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 15.0) -> tuple[int, bytes]:  # fmt: skip
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with OPENER.open(request, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def glance_image(glance_url: str, image_id: str) -> JsonObject | None:
-    status, raw = http("GET", f"{glance_url}/v2/images/{image_id}")
-    if status == 404:
-        return None
-    if status != 200:
-        raise RuntimeError(f"GET image {image_id}: {status} {raw[:200]!r}")
-    image: JsonObject = json.loads(raw)
-    return image
-
-
 def glance_list_all(glance_url: str, **params: str) -> list[JsonObject]:
     """Every page of GET /v2/images with these filters."""
     found: list[JsonObject] = []
@@ -153,25 +136,3 @@ def wait_for_none_left(
         if elapsed >= timeout or (stuck_since is not None and elapsed - stuck_since >= STUCK_PATIENCE):
             return found, None
         time.sleep(1.0)
-
-
-def force_delete(glance_url: str, image_id: str, timeout: float = 10.0) -> bool:
-    """Deletes an image straight in Glance (unprotecting it first); True once it is gone.
-
-    A record stuck in `deleted` status answers 400 and can never be removed through the API: False at once.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        status, raw = http("DELETE", f"{glance_url}/v2/images/{image_id}")
-        if status in (204, 404):
-            return True
-        if status == 400:
-            return False
-        if time.monotonic() >= deadline:
-            return False
-        if status == 403 and b"protected" in raw:
-            patch = json.dumps([{"op": "replace", "path": "/protected", "value": False}]).encode()
-            headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
-            http("PATCH", f"{glance_url}/v2/images/{image_id}", patch, headers)
-        else:
-            time.sleep(0.2)

@@ -34,7 +34,6 @@ class Admission:
 
     def __init__(self, limiter: StreamLimiter) -> None:
         self._limiter = limiter
-        self._held = False
 
     async def __aenter__(self) -> None:
         limiter = self._limiter
@@ -46,11 +45,9 @@ class Admission:
                 "retry with backoff, or use another replica",
             )
         limiter.active += 1
-        self._held = True
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._held:
-            self._held = False
-            self._limiter.active -= 1
+        # Only reached when __aenter__ took the place.
+        self._limiter.active -= 1

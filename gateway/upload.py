@@ -134,11 +134,10 @@ class Uploads:
             hash_algorithms=announced,
         ) as check:
             first = await stream.next_chunk()
-            if first is None and stream.ended and needs_finish and stream.finish is None:
-                raise _finish_missing()
-            has_data = first is not None or stream.finish is not None or size is not None or needs_finish
-            has_data = has_data or check.verifies_digest
-            if not has_data:
+            if first is None and needs_finish and stream.finish is None:
+                raise _finish_missing()  # the stream ended before any data: nothing was created yet
+            # Only a spec, with nothing said about data: a reservation.
+            if first is None and stream.finish is None and size is None and not check.verifies_digest:
                 return await self._glance.create_image(body, call)
             if not ("disk_format" in body and "container_format" in body):
                 raise invalid_argument(

@@ -53,7 +53,7 @@ def request_parser(method: str, request_type: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-_MALFORMED_UPLOAD = MalformedMessage("AddImage", pb.AddImageRequest.DESCRIPTOR.full_name)
+_parse_upload_request = request_parser("AddImage", pb.AddImageRequest)
 
 
 def data_message(chunk: bytes) -> bytes:
@@ -61,10 +61,10 @@ def data_message(chunk: bytes) -> bytes:
 
     Building the message and serializing it copies the chunk twice; this copies it once.
     """
-    return b"".join((_DATA_TAG, _varint(len(chunk)), chunk))
+    return b"".join((_DATA_TAG, varint(len(chunk)), chunk))
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -81,10 +81,8 @@ def parse_upload_message(raw: bytes) -> pb.AddImageRequest | memoryview | Malfor
         length, start = _read_varint(raw, 1)
         if start + length == len(raw):
             return memoryview(raw)[start:]
-    try:
-        return pb.AddImageRequest.FromString(raw)
-    except Exception:  # as in request_parser: junk is bad input, not a gateway failure
-        return _MALFORMED_UPLOAD
+    result: pb.AddImageRequest | MalformedMessage = _parse_upload_request(raw)
+    return result
 
 
 def _read_varint(raw: bytes, position: int) -> tuple[int, int]:

@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 # The line the gateway logs once it listens; with --port 0 it names the port the OS chose.
 LISTENING = re.compile(r"gateway listening on [^\s:]+:(\d+)")
@@ -26,6 +28,15 @@ def peak_rss_bytes(pid: int) -> int:
                 raise RuntimeError(f"unexpected VmHWM unit {unit!r}")
             return int(value) * KIB
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def upstream_connections(pid: int, port: int) -> list[str]:
+    """The process's ESTABLISHED TCP connections to `port`, as "local->remote" strings."""
+    found = []
+    for conn in psutil.Process(pid).net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port == port:
+            found.append(f"{conn.laddr.ip}:{conn.laddr.port}->{conn.raddr.ip}:{conn.raddr.port}")
+    return found
 
 
 def die_with_parent() -> None:

@@ -29,6 +29,7 @@ from chaos.leftovers import force_delete, glance_image, http
 from chaos.model import CLIENT_FAULT_CODES, Outcome, counts_text, outside
 from chaos.plan import Plan
 from chaos.scenarios.common import unique_prefix
+from gateway.wire import varint
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
 SERVICE = "/glance.gateway.v1.ImageService/"
@@ -129,16 +130,7 @@ def _random_payload(rng: random.Random) -> bytes:
     # A plausible start (a valid tag of a low field, length-delimited), then garbage: goes deeper than noise,
     # e.g. a string field that is not UTF-8.
     field_number = rng.randint(1, 18)
-    return bytes([(field_number << 3) | 2]) + _varint(len(body)) + body
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return bytes([(field_number << 3) | 2]) + varint(len(body)) + body
 
 
 def hostile_junk(decoy_port: int, glance_url: str) -> st.SearchStrategy[Junk]:

@@ -22,21 +22,23 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-import psutil
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
+from harness import glance_rest
 from harness.data import pseudo_random_chunks as pseudo_random_chunks
+from harness.glance_rest import OPENER as OPENER
+from harness.glance_rest import glance_image as glance_image
+from harness.glance_rest import http as http
 from harness.process import GatewayProcess as GatewayProcess
 from harness.process import peak_rss_bytes as peak_rss_bytes
+from harness.process import upstream_connections as upstream_connections
 
 KIB = 1024
 MIB = 1024 * KIB
 ERROR_DOMAIN = "glance-grpc-gateway"
-# Loopback only: never let an http_proxy from the environment sit between the tests and Glance.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # gRPC honours http_proxy too; the gateway is on loopback.
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 
@@ -142,31 +144,6 @@ def assert_error(
 # -- Glance over plain HTTP (to check what the gateway did, and to clean up) --
 
 
-def http(
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 15.0,
-) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with OPENER.open(request, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def glance_image(glance_url: str, image_id: str) -> JsonObject | None:
-    """The image as Glance has it, or None once it does not exist (or was deleted)."""
-    status, raw = http("GET", f"{glance_url}/v2/images/{image_id}")
-    if status == 404:
-        return None
-    assert status == 200, raw
-    image: JsonObject = json.loads(raw)
-    return image
-
-
 def glance_list(glance_url: str, **params: str) -> list[JsonObject]:
     query = urllib.parse.urlencode({"limit": "1000", **params})
     status, raw = http("GET", f"{glance_url}/v2/images?{query}")
@@ -176,33 +153,9 @@ def glance_list(glance_url: str, **params: str) -> list[JsonObject]:
 
 
 def force_delete(glance_url: str, image_id: str, timeout: float = 10.0) -> None:
-    """Deletes an image straight in Glance, unprotecting it first if needed; a missing image is fine.
-
-    Retried for a while: Glance answers 500 ("database is locked") while another worker still writes the
-    same image, e.g. right after an aborted upload.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        status, raw = http("DELETE", f"{glance_url}/v2/images/{image_id}")
-        if status in (204, 404):
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"could not delete image {image_id}: {status} {raw[:200]!r}")
-        if status == 403 and b"protected" in raw:
-            patch = json.dumps([{"op": "replace", "path": "/protected", "value": False}]).encode()
-            headers = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
-            http("PATCH", f"{glance_url}/v2/images/{image_id}", patch, headers)
-        else:
-            time.sleep(0.2)
-
-
-def upstream_connections(pid: int, port: int) -> list[str]:
-    """The process's ESTABLISHED TCP connections to `port` on loopback, as "local->remote" strings."""
-    found = []
-    for conn in psutil.Process(pid).net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port == port:
-            found.append(f"{conn.laddr.ip}:{conn.laddr.port}->{conn.raddr.ip}:{conn.raddr.port}")
-    return found
+    """Deletes an image straight in Glance, unprotecting it first if needed; a missing image is fine."""
+    if not glance_rest.force_delete(glance_url, image_id, timeout):
+        raise AssertionError(f"could not delete image {image_id} in Glance")
 
 
 # -- images made through the gateway, always cleaned up ----------------------

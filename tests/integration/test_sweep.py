@@ -27,6 +27,7 @@ from .support import (
     add_requests,
     chunks_of,
     glance_image,
+    glance_list,
     http,
     new_id,
     open_channel,
@@ -110,7 +111,7 @@ def test_a_gateway_killed_mid_upload_leaves_a_record_that_the_next_one_sweeps(
         future = stub.AddImage.future(stalled_upload(spec, release), timeout=60)
         try:
             wait_until(
-                lambda: any(i["status"] == "saving" for i in glance_list_named(glance.url, name)),
+                lambda: any(i["status"] == "saving" for i in glance_list(glance.url, name=name)),
                 15,
                 "the upload to be under way",
             )
@@ -121,7 +122,7 @@ def test_a_gateway_killed_mid_upload_leaves_a_record_that_the_next_one_sweeps(
                 assert error.code() == grpc.StatusCode.UNAVAILABLE
         finally:
             release.set()
-    [listed] = glance_list_named(glance.url, name)
+    [listed] = glance_list(glance.url, name=name)
     left_id = str(listed["id"])
     new_image.track(left_id)
     # Nothing else will remove it: a few seconds on, Glance still has it, with the upload mark.
@@ -134,10 +135,3 @@ def test_a_gateway_killed_mid_upload_leaves_a_record_that_the_next_one_sweeps(
     time.sleep(2)  # more sweeps
     image = glance_image(glance.url, reservation)
     assert image is not None and image["status"] == "queued"
-
-
-def glance_list_named(glance_url: str, name: str) -> list[dict[str, object]]:
-    status, raw = http("GET", f"{glance_url}/v2/images?name={name}")
-    assert status == 200, raw
-    images: list[dict[str, object]] = json.loads(raw)["images"]
-    return images
