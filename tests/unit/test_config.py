@@ -62,11 +62,66 @@ def test_environment_variables_are_typed_like_their_flags() -> None:
 
 
 def test_help_names_each_flag_its_environment_variable_and_default() -> None:
-    text = build_parser({}).format_help()
+    text = " ".join(build_parser({}).format_help().split())
     for option in OPTIONS:
         assert option.flag in text
-        if option.env:
-            assert option.env in text
+        assert f"(env {option.env}," in text
+
+
+def test_every_option_reads_its_own_environment_variable() -> None:
+    samples = {int: "7", float: "2.5", bool: "false", str: "x"}
+    envs = [option.env for option in OPTIONS]
+    assert len(set(envs)) == len(envs)
+    for option in OPTIONS:
+        sample = option.choices[-1] if option.choices else samples[_python_type(option.field)]
+        parser = build_parser({option.env: sample})
+        default = next(action.default for action in parser._actions if action.dest == option.field)
+        assert default != _default(option.field) or option.field == "keepalive_permit_without_calls", option
+    environ = {"GATEWAY_KEEPALIVE_PERMIT_WITHOUT_CALLS": "no"}
+    assert parse_settings([], environ=environ).keepalive_permit_without_calls is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_PORT", "fifty"),
+        ("GATEWAY_STALL_TIMEOUT", "soon"),
+        ("GATEWAY_LOG_FORMAT", "xml"),
+        ("GATEWAY_LOG_LEVEL", "LOUD"),
+        ("GATEWAY_KEEPALIVE_PERMIT_WITHOUT_CALLS", "maybe"),
+        ("GATEWAY_WORKERS", "0"),
+        ("GATEWAY_METRICS_PORT", "70000"),
+    ],
+)
+def test_a_bad_environment_value_is_a_usage_error(
+    variable: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings([], environ={variable: value})
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert "error:" in error
+
+
+def test_workers_need_a_fixed_port() -> None:
+    with pytest.raises(ValueError, match="fixed --port"):
+        Settings(port=0, workers=2)
+    assert Settings(port=0, workers=1).port == 0
+
+
+def test_client_certificates_need_tls() -> None:
+    with pytest.raises(ValueError, match="--tls-client-ca"):
+        Settings(tls_client_ca="ca.pem")
+
+
+def _python_type(field_name: str) -> type:
+    annotation = str(next(f for f in dataclasses.fields(Settings) if f.name == field_name).type)
+    return next((t for t in (int, float, bool) if annotation.startswith(t.__name__)), str)
+
+
+def _default(field_name: str) -> object:
+    return next(f for f in dataclasses.fields(Settings) if f.name == field_name).default
 
 
 def test_the_readme_configuration_table_names_every_option_and_variable() -> None:
@@ -76,5 +131,4 @@ def test_the_readme_configuration_table_names_every_option_and_variable() -> Non
     for option in OPTIONS:
         row = next((line for line in rows if f"`{option.flag}`" in line), None)
         assert row is not None, f"{option.flag} is missing from the README's configuration table"
-        if option.env:
-            assert f"`{option.env}`" in row, f"{option.env} is missing from the row of {option.flag}"
+        assert f"`{option.env}`" in row, f"{option.env} is missing from the row of {option.flag}"
