@@ -20,14 +20,14 @@ from harness import provenance
 MIB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"runs": 3, "size_mib": 512, "small_mib": 64, "big_mib": 2048, "calls": 2000, "concurrency": 50,
-        "calls_per_caller": 40}  # fmt: skip
+        "calls_per_caller": 40, "channels": 8, "callers_per_channel": 4, "streams": 4}  # fmt: skip
 FIGURE_ORDER = (
     "download", "download_unverified", "upload", "glanceclient", "rss_peak", "rss_flat", "latency_p50",
-    "latency_p99", "concurrency",
+    "latency_p99", "concurrency", "workers_meta", "workers_download",
 )  # fmt: skip
 # Seconds, not minutes: only that every path of the harness still works.
 SMOKE = {"runs": 3, "size_mib": 4, "small_mib": 4, "big_mib": 8, "calls": 50, "concurrency": 5,
-         "calls_per_caller": 10}  # fmt: skip
+         "calls_per_caller": 10, "channels": 4, "callers_per_channel": 2, "streams": 2}  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,6 +51,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--calls-per-caller",
         type=int,
         help=f"calls of each concurrent caller (default {FULL['calls_per_caller']})",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        help=f"client connections for the --workers metadata figure (default {FULL['channels']})",
+    )
+    parser.add_argument(
+        "--callers-per-channel",
+        type=int,
+        help=f"concurrent callers on each of those connections (default {FULL['callers_per_channel']})",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        help=f"concurrent downloads for the --workers figure (default {FULL['streams']})",
     )
     parser.add_argument("--upstreams", default="glance,nginx", help="comma-separated (default %(default)s)")
     parser.add_argument(
@@ -94,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         calls=args.calls,
         concurrency=args.concurrency,
         calls_per_caller=args.calls_per_caller,
+        channels=args.channels,
+        callers_per_channel=args.callers_per_channel,
+        streams=args.streams,
     )
     nginx = find_nginx() if "nginx" in args.upstreams else None
     started_at, started = provenance.now(), time.monotonic()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import glanceclient  # type: ignore[import-untyped]
+import psutil
 
 from bench import measure
 from bench.data import UploadData
@@ -16,7 +18,8 @@ from bench.model import Figure, Target
 from bench.stats import Series, paired, percentile, throughput_mb_s
 from bench.upstreams import SeededImage, Upstream, http_client
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
-from harness.process import GatewayProcess
+from harness.process import LISTENING, GatewayProcess
+from localglance.ports import free_port
 
 MIB = 1024 * 1024
 # Targets from the issue. "Flat": the peak at the big size may exceed the peak at the small size by this much.
@@ -28,6 +31,11 @@ RSS_GROWTH_MIB = 16.0
 ADDED_P50_MS = 0.5
 ADDED_P99_MS = 2.0
 CONCURRENCY_RATIO = 1.0
+# --workers: the figures compare this many server processes with one, on the same upstream in the same run.
+WORKERS = 2
+# More workers must at least not cost throughput. On this 2-core machine the client and the upstream run
+# beside the workers, so twice the throughput is out of reach by construction.
+WORKERS_RATIO = 1.0
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -46,6 +54,11 @@ class Plan:
     calls: int  # sequential GetImageMeta calls per run
     concurrency: int
     calls_per_caller: int
+    # The --workers figures: separate client connections (SO_REUSEPORT balances connections, not calls),
+    # concurrent metadata callers on each, and concurrent downloads (one connection each).
+    channels: int = 8
+    callers_per_channel: int = 4
+    streams: int = 4
 
     @property
     def image_sizes(self) -> list[int]:
@@ -113,6 +126,7 @@ class UpstreamBench:
             figures.append(self._timed("glanceclient", lambda: self.glanceclient(stub)))
             figures.extend(self._timed("latency", lambda: self.latency(stub, client)))
             figures.append(self._timed("concurrency", lambda: self.concurrency(gateway.address)))
+        figures.extend(self._timed("workers", self.workers))
         figures.extend(self._timed("RSS", self.rss))
         return figures
 
@@ -255,6 +269,87 @@ class UpstreamBench:
             result_unit="",
             target=Target(">=", CONCURRENCY_RATIO),
         )
+
+    @contextlib.contextmanager
+    def _gateway_with_workers(self, workers: int) -> Iterator[GatewayProcess]:
+        """A gateway with `workers` server processes on a fixed port, once every one of them listens."""
+        with GatewayProcess(
+            self.upstream.url, "--workers", str(workers), "--port", str(free_port()), isolated=True
+        ) as gateway:
+            deadline = time.monotonic() + 30
+            while sum(1 for line in list(gateway.log_lines) if LISTENING.search(line)) < workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not every worker listens:\n{gateway.log_text()}")
+                time.sleep(0.05)
+            yield gateway
+
+    def _connections_per_worker(self, gateway: GatewayProcess, workers: int) -> Callable[[], None]:
+        """Logs how the kernel spread the client connections over the workers (SO_REUSEPORT hashes each
+        connection to one; an uneven spread caps what a second worker can add)."""
+
+        def log() -> None:
+            parent = psutil.Process(gateway.pid)
+            processes = parent.children() if workers > 1 else [parent]
+            counts = [
+                sum(1 for c in process.net_connections(kind="tcp")
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == gateway.port)
+                for process in processes
+            ]  # fmt: skip
+            self.log(f"{self.upstream.name}: --workers {workers}: client connections per worker {counts}")
+
+        return log
+
+    def workers(self) -> list[Figure]:
+        """`--workers 2` against `--workers 1`, run by run: metadata calls/s from several client connections,
+        and the aggregate MB/s of concurrent verified downloads, each on its own connection."""
+        plan = self.plan
+        image = self.images[plan.size]
+        callers = plan.channels * plan.callers_per_channel
+        calls = callers * plan.calls_per_caller
+        with self._gateway_with_workers(1) as one, self._gateway_with_workers(WORKERS) as many:
+
+            def meta(gateway: GatewayProcess, workers: int) -> float:
+                seconds = measure.gateway_channels_concurrent(
+                    gateway.address, image.id, plan.channels, plan.callers_per_channel,
+                    plan.calls_per_caller, self._connections_per_worker(gateway, workers),
+                )  # fmt: skip
+                return calls / seconds
+
+            def download(gateway: GatewayProcess, workers: int) -> float:
+                connected = self._connections_per_worker(gateway, workers)
+                seconds = measure.gateway_parallel_downloads(gateway.address, image, plan.streams, connected)
+                return throughput_mb_s(plan.streams * image.size, seconds)
+
+            meta_pairs = interleaved(plan.runs, lambda: meta(many, WORKERS), lambda: meta(one, 1))
+            self._log_pairs(f"GetImageMeta calls/s, --workers {WORKERS} vs 1", meta_pairs, "calls/s")
+            download_pairs = interleaved(plan.runs, lambda: download(many, WORKERS), lambda: download(one, 1))
+            self._log_pairs(
+                f"{plan.streams} GetImage streams MB/s, --workers {WORKERS} vs 1", download_pairs, "MB/s"
+            )
+        shared = dict(
+            gateway_label=f"--workers {WORKERS}",
+            baseline_label="--workers 1",
+            result_unit="",
+            target=Target(">=", WORKERS_RATIO),
+        )
+        return [
+            self._figure(
+                "workers_meta",
+                f"GetImageMeta calls/s, {plan.channels} connections x {plan.callers_per_channel} callers: "
+                f"--workers {WORKERS} vs 1",
+                "calls/s",
+                meta_pairs,
+                **shared,
+            ),
+            self._figure(
+                "workers_download",
+                f"{plan.streams} concurrent GetImage streams (verified, one connection each), "
+                f"{size_label(image.size)} each: aggregate MB/s, --workers {WORKERS} vs 1",
+                "MB/s",
+                download_pairs,
+                **shared,
+            ),
+        ]
 
     def rss(self) -> list[Figure]:
         """A fresh gateway per run and size: SIZE down, then SIZE up; then its VmHWM from the OS."""

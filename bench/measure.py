@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -29,8 +30,13 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(address: str) -> grpc.Channel:
-    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+# gRPC shares one connection between channels with the same target and options (the global subchannel
+# pool); channels meant as separate clients need their own connection each.
+OWN_CONNECTION = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+
+
+def open_channel(address: str, own_connection: bool = False) -> grpc.Channel:
+    channel = grpc.insecure_channel(address, options=OWN_CONNECTION if own_connection else CHANNEL_OPTIONS)
     grpc.channel_ready_future(channel).result(timeout=10)
     return channel
 
@@ -166,14 +172,20 @@ def gateway_meta_latencies(stub: pb_grpc.ImageServiceStub, image_id: str, calls:
 
 async def _burst(callers: int, calls_each: int, call: Any) -> float:
     """Warms up (one call per caller, untimed), then `callers` tasks make `calls_each` calls each."""
+    return await _burst_of([call] * callers, calls_each)
 
-    async def caller(count: int) -> None:
+
+async def _burst_of(calls: list[Any], calls_each: int) -> float:
+    """One task per entry of `calls` (each a coroutine function making one call): a warm-up call each,
+    untimed, then `calls_each` calls each; returns the timed seconds."""
+
+    async def caller(call: Any, count: int) -> None:
         for _ in range(count):
             await call()
 
-    await asyncio.gather(*(caller(1) for _ in range(callers)))
+    await asyncio.gather(*(caller(call, 1) for call in calls))
     started = time.perf_counter()
-    await asyncio.gather(*(caller(calls_each) for _ in range(callers)))
+    await asyncio.gather(*(caller(call, calls_each) for call in calls))
     return time.perf_counter() - started
 
 
@@ -211,3 +223,59 @@ def direct_concurrent(base_url: str, image_id: str, callers: int, calls_each: in
             return await _burst(callers, calls_each, call)
 
     return asyncio.run(run())
+
+
+# -- several clients at once (the --workers figures) --------------------------------------
+
+
+def gateway_channels_concurrent(
+    address: str,
+    image_id: str,
+    channels: int,
+    callers_per_channel: int,
+    calls_each: int,
+    connected: Callable[[], None] = lambda: None,
+) -> float:
+    """GetImageMeta from `channels` grpc.aio channels, each its own connection (as separate client processes
+    would have), with `callers_per_channel` concurrent callers on each; `connected()` runs once every
+    connection is up, before the timed part. Returns the timed seconds."""
+
+    async def run() -> float:
+        opened = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(channels)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in opened)), timeout=10)
+            connected()
+            request = pb.GetImageMetaRequest(image_id=image_id)
+            calls = []
+            for channel in opened:
+                stub = pb_grpc.ImageServiceStub(channel)
+
+                async def call(stub: pb_grpc.ImageServiceAsyncStub = stub) -> None:
+                    response = await stub.GetImageMeta(request, timeout=60)
+                    _check(response.image.id == image_id, "GetImageMeta answered another image")
+
+                calls.extend([call] * callers_per_channel)
+            return await _burst_of(calls, calls_each)
+        finally:
+            await asyncio.gather(*(c.close() for c in opened))
+
+    return asyncio.run(run())
+
+
+def gateway_parallel_downloads(
+    address: str, image: SeededImage, streams: int, connected: Callable[[], None] = lambda: None
+) -> float:
+    """`streams` verified GetImage calls of `image` at once, each on its own channel and connection and in its
+    own thread; `connected()` runs once every connection is up. Returns the seconds until the last ended."""
+    channels = [open_channel(address, own_connection=True) for _ in range(streams)]
+    try:
+        connected()
+        stubs = [pb_grpc.ImageServiceStub(channel) for channel in channels]
+        with ThreadPoolExecutor(streams, thread_name_prefix="download") as pool:
+            started = time.perf_counter()
+            # Each call checks its own byte count and header (gateway_download).
+            list(pool.map(lambda stub: gateway_download(stub, image), stubs))
+            return time.perf_counter() - started
+    finally:
+        for channel in channels:
+            channel.close()

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-import logging
+import signal
+import sys
 
-import uvloop
-
-from gateway.config import parse_settings
+from gateway.config import Settings, parse_settings
+from gateway.logs import configure_logging
 from gateway.malloc_arenas import cap_arenas
-from gateway.server import serve
 
 
 def main() -> None:
-    cap_arenas()  # before any thread starts (importing gRPC starts none; measured)
+    # SIGHUP reloads certificates once the server runs; until then its default action would kill the process,
+    # and there is nothing to reload yet (the files are read at start-up).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = parse_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request line at INFO; keep that at DEBUG level only.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
+    configure_logging(settings)
+    if settings.workers > 1:
+        from gateway.workers import run_workers
+
+        sys.exit(run_workers(settings, serve_here))
+    serve_here(settings)
+
+
+def serve_here(settings: Settings) -> None:
+    """Runs one server in this process (with --workers, in each worker) until it has drained."""
+    # Imported here, not above: with --workers the parent forks before gRPC, uvloop or prometheus_client are
+    # imported (gateway/workers.py).
+    import uvloop
+
+    from gateway.server import serve
+
+    cap_arenas()  # before any thread starts (importing gRPC starts none; measured)
     # uvloop: less CPU per call and per streamed byte than asyncio's default loop (bench/NOTES.md).
     uvloop.run(serve(settings))
 

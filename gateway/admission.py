@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from gateway import metrics
 from gateway.errors import Failure, from_outcome
 
 
@@ -45,9 +46,11 @@ class Admission:
                 "retry with backoff, or use another replica",
             )
         limiter.active += 1
+        metrics.STREAMS_IN_FLIGHT.inc()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # Only reached when __aenter__ took the place.
         self._limiter.active -= 1
+        metrics.STREAMS_IN_FLIGHT.dec()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable
 from types import TracebackType
 
+from gateway import metrics
 from gateway.call_context import CallContext
 from gateway.errors import C, GatewayError
 from gateway.glance_client import GlanceClient
@@ -77,8 +78,13 @@ class Janitor:
             name=f"discard {image_id}",
         )
         self._tasks[image_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(image_id, None))
+        metrics.UPLOAD_CLEANUPS_PENDING.inc()
+        task.add_done_callback(lambda _: self._finished(image_id))
         return task
+
+    def _finished(self, image_id: str) -> None:
+        self._tasks.pop(image_id, None)
+        metrics.UPLOAD_CLEANUPS_PENDING.dec()
 
     async def close(self, grace: float) -> None:
         """Gives pending removals `grace` seconds, then stops them; their records are left to the sweep."""
@@ -101,6 +107,7 @@ class Janitor:
             self.removed += 1
         else:
             self.given_up += 1
+        metrics.UPLOAD_CLEANUPS.labels("deleted" if gone else "given_up").inc()
         return gone
 
     async def _delete_until_gone(self, image_id: str, call: CallContext, wait_while_saving: bool) -> bool:

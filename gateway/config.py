@@ -105,8 +105,9 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 65535")
-        if self.workers > 1 and self.port == 0:
-            raise ValueError("--workers needs a fixed --port (the workers share it)")
+        for name in ("port", "health_port"):
+            if self.workers > 1 and getattr(self, name) == 0:
+                raise ValueError(f"--workers needs a fixed --{name.replace('_', '-')} (the workers share it)")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

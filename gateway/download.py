@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from gateway import convert, wire
+from gateway import call_record, convert, wire
 from gateway.call_context import CallContext
 from gateway.config import Settings
 from gateway.errors import C, Failure, GatewayError, Operation, invalid_argument
@@ -69,10 +69,15 @@ async def send_image(
             verified=check.verifies_digest,
         )
         await watch.guard(context.write(pb.GetImageResponse(header=header)))
-        async for chunk in download.chunks():
-            await check.update(chunk)
-            await watch.guard(context.write(wire.data_message(chunk)))
-        await check.finish()
+        sent = 0  # counted here, noted once: the call record is not touched per chunk
+        try:
+            async for chunk in download.chunks():
+                await check.update(chunk)
+                await watch.guard(context.write(wire.data_message(chunk)))
+                sent += len(chunk)
+            await check.finish()
+        finally:
+            call_record.add_bytes(sent=sent)
 
 
 def no_data(image_id: str) -> GatewayError:

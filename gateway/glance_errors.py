@@ -34,7 +34,7 @@ async def error_from_response(
             break
     message = error_message(raw[:MAX_ERROR_BODY], response.status_code)
     metadata = {"image_id": image_id or "", "request_id": response.headers.get(REQUEST_ID_HEADER, "")}
-    # DEBUG: RpcScope logs the call's outcome once, at INFO; one line per failed call is enough.
+    # DEBUG: the call's access line gives its outcome once, at INFO; one line per failed call is enough.
     log.debug("glance %s answered %s: %s", operation.value, response.status_code, message)
     return from_outcome(response.status_code, operation, message, metadata)
 

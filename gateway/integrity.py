@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gateway.errors import Failure, Operation, from_outcome, invalid_argument
+from gateway import metrics
+from gateway.errors import Failure, GatewayError, Operation, from_outcome, invalid_argument
 
 # Image data as it streams: bytes, or a view into a received message (no copy).
 Chunk = bytes | memoryview
@@ -104,11 +105,7 @@ class DataCheck:
                 f"the finish message carries a {algo} digest that ImageSpec.finish_digests did not announce",
             )
         if self.expected_digests.get(algo, value) != value:
-            raise from_outcome(
-                Failure.HASH_MISMATCH,
-                self.operation,
-                f"the finish message's {algo} digest is not the expected one",
-            )
+            raise self._digest_mismatch(f"the finish message's {algo} digest is not the expected one")
         self.expected_digests[algo] = value
 
     def _hash(self, chunk: Chunk) -> None:
@@ -127,11 +124,11 @@ class DataCheck:
             )
         for algo, digest in self._hashes.items():
             if algo in self.expected_digests and digest.hexdigest() != self.expected_digests[algo]:
-                raise from_outcome(
-                    Failure.HASH_MISMATCH,
-                    self.operation,
-                    f"the data does not match its expected {algo} digest",
-                )
+                raise self._digest_mismatch(f"the data does not match its expected {algo} digest")
+
+    def _digest_mismatch(self, message: str) -> GatewayError:
+        metrics.CHECKSUM_FAILURES.labels(self.operation.value).inc()
+        return from_outcome(Failure.HASH_MISMATCH, self.operation, message)
 
 
 def upload_digests(sha512: str, md5: str) -> dict[str, str]:

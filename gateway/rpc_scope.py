@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from gateway import validation
+from gateway import call_record, tracing, validation
 from gateway.call_context import REQUEST_ID_HEADER, CallContext
 from gateway.errors import GatewayError
 
@@ -23,20 +23,21 @@ class RpcScope:
     """`async with RpcScope(context, "Name") as call:` around a handler's body.
 
     A GatewayError becomes the call's status with ErrorInfo; any other exception becomes INTERNAL (logged
-    here, never sent); Glance's request ids go into the trailing metadata either way.
+    here with its traceback, never sent); Glance's request ids go into the trailing metadata either way. The
+    call's one log line is the interceptor's access line, to which this adds the failure's reason.
     """
 
     def __init__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         self.context = context
         self.method = method
         self.call = CallContext()
-        self.started = time.monotonic()
 
     async def __aenter__(self) -> CallContext:
         try:
             read_invocation_metadata(self.context, self.call)
         except GatewayError as error:
             await self._abort(error)
+        call_record.note_request_id(self.call.request_id)
         return self.call
 
     async def __aexit__(
@@ -44,15 +45,12 @@ class RpcScope:
     ) -> None:
         if exc is None:
             self.context.set_trailing_metadata(self._request_id_metadata())
-            log.debug("%s OK in %.1f ms", self.method, self._elapsed_ms())
             return
         if isinstance(exc, GatewayError):
             await self._abort(exc)
-        if isinstance(exc, asyncio.CancelledError):
-            # A client cancel, a passed deadline or a transport-level refusal (such as an oversized message).
-            log.info("%s cancelled after %.1f ms", self.method, self._elapsed_ms())
-            return
-        if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+        # A cancel (the client's, a passed deadline, a transport-level refusal such as an oversized
+        # message) and an abort already are the call's outcome.
+        if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError) or not isinstance(exc, Exception):
             return
         log.error("%s failed unexpectedly", self.method, exc_info=(exc_type or type(exc), exc, tb))
         await self._abort(
@@ -63,7 +61,8 @@ class RpcScope:
         if self.call.glance_request_ids and "request_id" not in error.metadata:
             error.metadata["request_id"] = self.call.glance_request_ids[-1]
         status = error.to_status()
-        log.info("%s -> %s %s in %.1f ms", self.method, error.code.name, error.reason, self._elapsed_ms())
+        call_record.note_reason(error.reason)
+        call_record.note_image_id(error.metadata.get("image_id"))
         await self.context.abort(
             status.code,
             status.details,
@@ -72,9 +71,6 @@ class RpcScope:
 
     def _request_id_metadata(self) -> tuple[tuple[str, str], ...]:
         return tuple((REQUEST_ID_HEADER, request_id) for request_id in self.call.glance_request_ids)
-
-    def _elapsed_ms(self) -> float:
-        return (time.monotonic() - self.started) * 1000
 
 
 class OneLineGrpcFailures(logging.Filter):
@@ -101,7 +97,11 @@ def bound_grpc_logging() -> None:
 
 
 def read_invocation_metadata(context: grpc.aio.ServicerContext[Any, Any], call: CallContext) -> None:
-    """Token, request id and deadline of the caller; the token is checked, never logged."""
+    """Token, request id and deadline of the caller; the token is checked, never logged.
+
+    Without an x-request-id, a call that is part of a trace sends Glance one made from the trace id, so
+    Glance's logs of it can be found from the trace.
+    """
     for key, value in context.invocation_metadata() or ():
         if not isinstance(value, str):
             continue
@@ -113,6 +113,10 @@ def read_invocation_metadata(context: grpc.aio.ServicerContext[Any, Any], call: 
                 call.token = validation.auth_token(token.strip())
         elif key == "x-request-id":
             call.request_id = validation.request_id(value)
+    if call.request_id is None:
+        trace_id = call_record.trace_id()
+        if trace_id is not None:
+            call.request_id = tracing.request_id_for_trace(trace_id)
     remaining = context.time_remaining()
     if remaining is not None:
         call.deadline = time.monotonic() + remaining

@@ -1,102 +1,130 @@
-"""Builds the gRPC server around the servicer and runs it until told to stop."""
+"""Builds the gRPC server around the servicer, runs it with its health and certificates, drains on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway import wire
+from gateway import observability, wire
 from gateway.cleanup import Janitor
 from gateway.config import Settings
 from gateway.glance_client import GlanceClient
+from gateway.health import GlanceWatch, HealthService, health_port
+from gateway.listening import bind, server_options
 from gateway.servicer import ImageService
 from gateway.sweep import Sweep
+from gateway.tls import ServerCertificates
 from gateway.upload import Uploads
 
 log = logging.getLogger(__name__)
 
-# In-flight calls get this long to finish on SIGTERM (a rolling restart behind a load balancer).
-SHUTDOWN_GRACE_SECONDS = 10.0
-
 
 def create_server(
-    settings: Settings, glance: GlanceClient, health_servicer: health.aio.HealthServicer, janitor: Janitor
+    settings: Settings, glance: GlanceClient, health_service: HealthService, janitor: Janitor
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", settings.max_message_size),
-            ("grpc.max_receive_message_length", settings.max_message_size),
-            # A fixed receive window instead of gRPC's adaptive (BDP-probed) one: the adaptive window grew
-            # while a long upload ran into a slower Glance, and the gateway's memory with it (bench/NOTES.md).
-            ("grpc.http2.bdp_probe", 0),
-            ("grpc.http2.lookahead_bytes", settings.upload_window),
-        ]
+        interceptors=observability.rpc_interceptors(settings),
+        options=server_options(settings),
     )
     uploads = Uploads(glance, janitor, settings.stall_timeout)
     wire.add_image_service(
         ImageService(settings, glance, uploads), server, max_message_size=settings.max_message_size
     )
     # Standard health checks (Kubernetes probes, Envoy) and reflection (grpcurl) for users in other languages.
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     reflection.enable_server_reflection(
         (wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     return server
 
 
-def add_port(server: grpc.aio.Server, settings: Settings) -> int:
-    """Listens with TLS when a certificate is configured, else plaintext; 0 means the port was not bound."""
-    address = f"{settings.host}:{settings.port}"
-    if settings.tls_cert and settings.tls_key:
-        with open(settings.tls_cert, "rb") as cert, open(settings.tls_key, "rb") as key:
-            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
-        return server.add_secure_port(address, credentials)
-    return server.add_insecure_port(address)
-
-
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", wire.SERVICE_NAME):
-        await health_servicer.set(name, status)
+@contextlib.asynccontextmanager
+async def main_server(
+    settings: Settings,
+    glance: GlanceClient,
+    janitor: Janitor,
+    health_service: HealthService,
+    certificates: ServerCertificates | None,
+) -> AsyncIterator[tuple[grpc.aio.Server, int]]:
+    """The started main server and its bound port; a drain stops it first, else leaving cuts its calls."""
+    server = create_server(settings, glance, health_service, janitor)
+    credentials = None if certificates is None else certificates.credentials()
+    port = bind(server, settings.host, settings.port, credentials)
+    await server.start()
+    try:
+        yield server, port
+    finally:
+        await server.stop(None)
 
 
 async def serve(settings: Settings) -> None:
-    # Exits in reverse order: the sweep stops, then pending clean-ups get their grace, then the Glance client.
+    try:
+        certificates = ServerCertificates.from_settings(settings)
+    except ValueError as exc:
+        log.error("cannot serve TLS: %s", exc)
+        raise SystemExit(1) from None
+    # Before anything starts: a signal during start-up must not kill the process half way (SIGHUP's default
+    # action is to terminate), and tests and scripts may signal as soon as the listening line is logged.
+    stop = _stop_event(certificates)
+    health_service = HealthService()
+    # Exits in reverse order: the Glance probe and the sweep stop, the health port closes (after the drain, so
+    # probes see NOT_SERVING to the end), pending clean-ups get their grace, then the Glance client closes.
     async with (
+        observability.running(settings),
         GlanceClient(settings) as glance,
         Janitor(glance) as janitor,
+        main_server(settings, glance, janitor, health_service, certificates) as (server, port),
+        health_port(settings, health_service),
         Sweep(glance, janitor, settings.sweep_age, settings.sweep_interval),
+        GlanceWatch(glance.reachable, health_service, settings.health_probe_interval),
     ):
-        await _serve_until_stopped(settings, glance, janitor)
+        health_service.start_serving()
+        # Tests and scripts read this line to learn the port (with --port 0 the OS picks it).
+        log.info(
+            "gateway listening on %s:%d (%s), Glance at %s",
+            settings.host,
+            port,
+            _security(certificates),
+            settings.glance_base,
+        )
+        await stop.wait()
+        await drain(server, health_service, settings)
 
 
-async def _serve_until_stopped(settings: Settings, glance: GlanceClient, janitor: Janitor) -> None:
-    health_servicer = health.aio.HealthServicer()
-    server = create_server(settings, glance, health_servicer, janitor)
-    port = add_port(server, settings)
-    if port == 0:
-        raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
-    await server.start()
-    await set_serving(health_servicer, True)
-    # Tests and scripts read this line to learn the port (with --port 0 the OS picks it).
-    log.info(
-        "gateway listening on %s:%d (%s), Glance at %s",
-        settings.host,
-        port,
-        "TLS" if settings.tls_cert else "plaintext",
-        settings.glance_base,
-    )
+def _security(certificates: ServerCertificates | None) -> str:
+    if certificates is None:
+        return "plaintext"
+    return "mutual TLS" if certificates.mutual else "TLS"
+
+
+def _stop_event(certificates: ServerCertificates | None) -> asyncio.Event:
+    """Set on SIGTERM or SIGINT; each SIGHUP meanwhile reloads the certificates. The handlers stay for the
+    loop's life: a second signal (Ctrl-C twice, or the workers' parent passing on a terminal's SIGINT) must
+    not kill the process half way through its drain."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping: in-flight calls get %.0f s", SHUTDOWN_GRACE_SECONDS)
-    # Load balancers stop sending new calls while in-flight ones finish.
-    await set_serving(health_servicer, False)
-    await server.stop(SHUTDOWN_GRACE_SECONDS)
+    if certificates is None:
+        loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP: no certificates to reload (plaintext)")
+    else:
+        loop.add_signal_handler(signal.SIGHUP, certificates.reload)
+    return stop
+
+
+async def drain(server: grpc.aio.Server, health_service: HealthService, settings: Settings) -> None:
+    """Load balancers and Kubernetes endpoints see NOT_SERVING first and stop routing here while calls are
+    still served (--drain-delay); then new calls are refused and in-flight ones get --shutdown-grace."""
+    health_service.drain()
+    if settings.drain_delay > 0:
+        log.info("draining: health is NOT_SERVING, new calls are still served for %g s", settings.drain_delay)
+        await asyncio.sleep(settings.drain_delay)
+    log.info("stopping: in-flight calls get %g s", settings.shutdown_grace)
+    await server.stop(settings.shutdown_grace)

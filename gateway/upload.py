@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
-from gateway import convert, upload_marker, validation, wire
+from gateway import call_record, convert, upload_marker, validation, wire
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.errors import GatewayError, Operation, invalid_argument
@@ -56,6 +56,7 @@ class UploadStream:
         self._watch = watch
         self.finish: pb.UploadFinish | None = None
         self.ended = False
+        self.received = 0  # bytes of data chunks so far
 
     @property
     def stalled(self) -> bool:
@@ -80,6 +81,7 @@ class UploadStream:
                 self.ended = True
             elif isinstance(message, memoryview):
                 if message:
+                    self.received += len(message)
                     return message
             elif isinstance(message, wire.MalformedMessage):
                 raise message.error()
@@ -87,6 +89,7 @@ class UploadStream:
                 kind = message.WhichOneof("content")
                 if kind == "data":
                     if message.data:
+                        self.received += len(message.data)
                         return message.data
                 elif kind == "finish":
                     self.finish = message.finish
@@ -116,7 +119,13 @@ class Uploads:
         """The new image's JSON; a reservation (no data) when the stream holds only the spec."""
         message = f"the client sent nothing for {self._stall_timeout:g} s; the upload was stopped"
         async with StallWatch(self._stall_timeout, Operation.UPLOAD, message, {}) as watch:
-            return await self._add_image(UploadStream(messages, watch), call)
+            stream = UploadStream(messages, watch)
+            try:
+                image = await self._add_image(stream, call)
+                call_record.note_image_id(str(image.get("id") or ""))  # a reservation's id comes from Glance
+                return image
+            finally:
+                call_record.add_bytes(received=stream.received)  # once per call, not per chunk
 
     async def _add_image(self, stream: UploadStream, call: CallContext) -> JsonObject:
         spec = await stream.spec()
@@ -162,6 +171,7 @@ class Uploads:
         protect = body.pop("protected", False)
         chosen_here = "id" not in body
         image_id = body.setdefault("id", str(uuid.uuid4()))
+        call_record.note_image_id(image_id)
         body[upload_marker.KEY] = upload_marker.VALUE
         # Bounded by the read timeout, not the call's deadline: see step 2 in the module's docstring.
         creating = asyncio.ensure_future(self._glance.create_image(body, call.without_deadline()))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -50,11 +51,16 @@ class GatewayProcess:
 
     `isolated` is for the benchmark: GATEWAY_* and GLANCE_* variables of the environment are not passed on, so
     only the command line configures it, and it runs in its own session (a Ctrl-C reaches the caller, which
-    then stops it) and dies with its parent.
+    then stops it) and dies with its parent. `env`: variables to set for it on top (e.g. OTEL_*).
     """
 
     def __init__(
-        self, glance_url: str, *extra_args: str, log_level: str = "INFO", isolated: bool = False
+        self,
+        glance_url: str,
+        *extra_args: str,
+        log_level: str = "INFO",
+        isolated: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.glance_url = glance_url
         self.args = [
@@ -62,6 +68,7 @@ class GatewayProcess:
             "--log-level", log_level, *extra_args,
         ]  # fmt: skip
         self.isolated = isolated
+        self.extra_env = dict(env or {})
         self.log_lines: list[str] = []
         self.port = 0
         self._proc: subprocess.Popen[str] | None = None
@@ -85,6 +92,7 @@ class GatewayProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.isolated:
             env = {k: v for k, v in env.items() if not k.startswith(("GATEWAY_", "GLANCE_"))}
+        env.update(self.extra_env)
         self._proc = subprocess.Popen(
             self.args,
             cwd=REPO,

@@ -207,6 +207,19 @@ class ImageTracker:
 StartGateway = Callable[..., GatewayProcess]
 
 
+def start_refused(glance_url: str, *extra_args: str) -> GatewayProcess:
+    """Starts a gateway that must fail to start; returns it, ended (stopped even when it did start, so a
+    failing test leaves no process behind), for its exit code and log."""
+    process = GatewayProcess(glance_url, *extra_args)
+    try:
+        process.start()
+    except RuntimeError:
+        return process
+    finally:
+        process.stop()
+    raise AssertionError(f"the gateway started: {process.args}")
+
+
 # -- a fake Glance, only for outcomes a real Glance cannot be made to produce --
 
 

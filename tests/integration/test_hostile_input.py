@@ -138,7 +138,7 @@ def test_random_bytes_on_every_method(
         codes[code.name] = codes.get(code.name, 0) + 1
     # Almost all random bytes are no valid message at all; they must have been refused as such.
     assert codes.get("INVALID_ARGUMENT", 0) > calls // 2, codes
-    # RpcScope's one line per failed call; AddImage may also log Glance's answer to a create that junk got to.
+    # The access line of each call; AddImage may also log Glance's answer to a create that junk got to.
     log.check(calls, 2 if method == "AddImage" else 1)
 
 

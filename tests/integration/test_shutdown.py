@@ -7,11 +7,13 @@ import signal
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 from localglance import GlanceServer
+from localglance.ports import free_port
 
 from .support import MIB, ImageTracker, StartGateway, open_channel, sha512_hex, unique_name, wait_until
 
@@ -51,3 +53,48 @@ def test_sigterm_lets_an_in_flight_download_finish(
         received.extend(message.data for message in responses)
     assert sha512_hex(b"".join(received)) == sha512_hex(data)
     wait_until(lambda: gateway.returncode() == 0, 15, "the drained gateway to exit cleanly")
+
+
+def test_drain_delay_reports_not_serving_while_calls_are_still_served(
+    new_image: ImageTracker, glance: GlanceServer, start_gateway: StartGateway
+) -> None:
+    data = os.urandom(8 * MIB)
+    image = new_image(name=unique_name("drain-delay"), data=data)
+    health_port = free_port()
+    # The delay only has to outlast a few calls made below; nothing waits for it to run out early.
+    gateway = start_gateway(glance.url, "--drain-delay", "6", "--health-port", str(health_port))
+    with open_channel(gateway.address) as channel, open_channel(f"127.0.0.1:{health_port}") as health_channel:
+        stub = pb_grpc.ImageServiceStub(channel)
+        responses = iter(stub.GetImage(pb.GetImageRequest(image_id=image.id), timeout=60))
+        assert next(responses).header.length == len(data)
+        received = [next(responses).data]  # in flight through the whole drain
+
+        os.kill(gateway.pid, signal.SIGTERM)
+        wait_until(lambda: "draining" in gateway.log_text(), 10, "the gateway to start draining")
+        for chan in (channel, health_channel):
+            for service in ("", "glance.gateway.v1.ImageService"):
+                assert _status(chan, service) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # A call that starts during the delay, on a new connection, is still served.
+        with open_channel(gateway.address) as fresh:
+            found = pb_grpc.ImageServiceStub(fresh).GetImageMeta(
+                pb.GetImageMetaRequest(image_id=image.id), timeout=5
+            )
+        assert found.image.id == image.id
+        assert "stopping" not in gateway.log_text(), "the drain delay ran out before the checks above ended"
+
+        wait_until(lambda: "stopping" in gateway.log_text(), 15, "the drain delay to end")
+        with open_channel(gateway.address) as fresh, pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.ImageServiceStub(fresh).GetImageMeta(pb.GetImageMetaRequest(image_id=image.id), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The health port answers to the end: here, while the download still holds the main server open.
+        assert _status(health_channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        received.extend(message.data for message in responses)
+    assert sha512_hex(b"".join(received)) == sha512_hex(data)
+    wait_until(lambda: gateway.returncode() == 0, 15, "the drained gateway to exit cleanly")
+
+
+def _status(channel: grpc.Channel, service: str) -> int:
+    checker: Any = health_pb2_grpc.HealthStub(channel)
+    status: int = checker.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+    return status

@@ -107,7 +107,10 @@ def test_a_bad_environment_value_is_a_usage_error(
 def test_workers_need_a_fixed_port() -> None:
     with pytest.raises(ValueError, match="fixed --port"):
         Settings(port=0, workers=2)
+    with pytest.raises(ValueError, match="fixed --health-port"):
+        Settings(port=50051, health_port=0, workers=2)
     assert Settings(port=0, workers=1).port == 0
+    assert Settings(port=50051, health_port=8081, workers=2).health_port == 8081
 
 
 def test_client_certificates_need_tls() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway import wire
 from gateway.errors import ERROR_DOMAIN
+from gateway.interceptor import RpcObserver
 from gateway.rpc_scope import GRPC_AIO_LOGGER
 from gateway.wire import SERVICE_NAME, MalformedMessage, data_message, parse_upload_message
 from generated.glance.gateway.v1 import image_service_pb2 as pb
@@ -148,7 +149,7 @@ async def _call_raw(
     max_message_size: int | None = None,
     server_options: list[tuple[str, Any]] | None = None,
 ) -> list[Outcome]:
-    server = grpc.aio.server(options=server_options)
+    server = grpc.aio.server(options=server_options, interceptors=[RpcObserver()])
     wire.add_image_service(servicer, server, max_message_size=max_message_size)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -210,9 +211,11 @@ def test_malformed_requests_end_invalid_argument_before_the_servicer_runs(
     for (method, _), (code, details, reason, received) in zip(calls, outcomes, strict=True):
         assert (code, reason, received) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST", 0)
         assert details == f"the {method} request is not a valid glance.gateway.v1.{method}Request message"
-    # One INFO line per refused call (RpcScope's), never a traceback or grpc's "Unexpected ..." ERROR.
+    # One INFO line per refused call (the access line), never a traceback or grpc's "Unexpected ..." ERROR.
     assert all(record.levelno <= logging.INFO and record.exc_info is None for record in caplog.records)
-    assert len([r for r in caplog.records if "MALFORMED_REQUEST" in r.getMessage()]) == len(calls)
+    refused = [r for r in caplog.records if getattr(r, "reason", None) == "MALFORMED_REQUEST"]
+    assert len(refused) == len(calls)
+    assert all(r.name == "gateway.access" and r.levelno == logging.INFO for r in refused)
 
 
 @pytest.mark.parametrize("servicer_type", [RecordingServicer, GeneratorServicer])
