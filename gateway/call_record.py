@@ -42,9 +42,12 @@ def unbind(token: Token[CallRecord | None]) -> None:
     _CURRENT.reset(token)
 
 
-def note_reason(reason: str) -> None:
+def note_failure(code: str, reason: str) -> None:
+    """The status a handler ends its call with: the access line keeps it even when the abort cannot reach the
+    client any more (a stream already reset by a proxy), where grpc leaves the context without a code."""
     record = _CURRENT.get()
     if record is not None:
+        record.code = code
         record.reason = reason
 
 

@@ -6,21 +6,19 @@ import asyncio
 import json
 import logging
 import ssl
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 
 import httpx
-from opentelemetry.trace import Span, Status, StatusCode
 
-from gateway import call_record, metrics, tracing
-from gateway.call_context import REQUEST_ID_HEADER, CallContext
+from gateway import call_record
+from gateway.call_context import CallContext
 from gateway.config import Settings
-from gateway.errors import Failure, GatewayError, Operation, from_outcome
+from gateway.errors import Failure, Operation, from_outcome
 from gateway.glance_errors import error_from_response, remember_request_id, transport_errors
+from gateway.glance_exchange import GlanceExchange
 from gateway.http_transport import AiohttpTransport
 from gateway.integrity import Chunk
 
@@ -30,81 +28,6 @@ JSON_PATCH = "application/openstack-images-v2.1-json-patch"
 USER_AGENT = "glance-grpc-gateway"
 
 JsonObject = dict[str, Any]
-
-# Each operation's path with the image id left out: span names (and url.template) stay a handful.
-_URL_TEMPLATES = {
-    Operation.LIST: "/v2/images",
-    Operation.SHOW: "/v2/images/{image_id}",
-    Operation.CREATE: "/v2/images",
-    Operation.UPLOAD: "/v2/images/{image_id}/file",
-    Operation.DOWNLOAD: "/v2/images/{image_id}/file",
-    Operation.UPDATE: "/v2/images/{image_id}",
-    Operation.DELETE: "/v2/images/{image_id}",
-    Operation.STORES: "/v2/info/stores",
-}
-
-
-class _Exchange:
-    """`with _Exchange(request, operation) as exchange:` around one request to Glance, from sending it to
-    closing its response: the duration metric, and a CLIENT span (when tracing is on) whose traceparent goes
-    out with the request. The one place where both are made, for every request the gateway sends Glance."""
-
-    __slots__ = ("_operation", "_span", "_started", "status")
-
-    def __init__(self, request: httpx.Request, operation: Operation) -> None:
-        self._operation = operation
-        self.status: int | None = None
-        self._span: Span | None = None
-        if tracing.ENABLED:
-            template = _URL_TEMPLATES[operation]
-            url = request.url
-            # Never headers: they carry the caller's token.
-            self._span = tracing.client_span(
-                f"{request.method} {template}",
-                {
-                    "http.request.method": request.method,
-                    "url.full": str(url),
-                    "url.template": template,
-                    "server.address": url.host,
-                    "server.port": url.port or (443 if url.scheme == "https" else 80),
-                    "glance_gateway.operation": operation.value,
-                },
-            )
-            tracing.inject(self._span, request.headers)
-        self._started = time.perf_counter()
-
-    def __enter__(self) -> _Exchange:
-        return self
-
-    def answered(self, response: httpx.Response) -> None:
-        self.status = response.status_code
-        if self._span is not None:
-            self._span.set_attribute("http.response.status_code", response.status_code)
-            request_id = response.headers.get(REQUEST_ID_HEADER)
-            if request_id:
-                self._span.set_attribute(f"http.response.header.{REQUEST_ID_HEADER}", (request_id,))
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.status is not None:
-            label = str(self.status)
-        else:
-            label = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-        seconds = time.perf_counter() - self._started
-        metrics.observe_glance_request(self._operation.value, label, seconds)
-        span = self._span
-        if span is None:
-            return
-        if self.status is not None and self.status >= 400:
-            span.set_attribute("error.type", label)
-            span.set_status(Status(StatusCode.ERROR))
-        elif exc is not None and not isinstance(exc, asyncio.CancelledError):
-            span.set_attribute(
-                "error.type", exc.reason if isinstance(exc, GatewayError) else type(exc).__name__
-            )
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
 
 
 @dataclass
@@ -250,7 +173,7 @@ class GlanceClient:
         request = self._request("GET", f"/v2/images/{image_id}/file", call, headers=headers)
         await self._take_slot(request, Operation.DOWNLOAD, call)
         try:
-            with _Exchange(request, Operation.DOWNLOAD) as exchange:
+            with GlanceExchange(request, Operation.DOWNLOAD) as exchange:
                 with transport_errors(Operation.DOWNLOAD, image_id):
                     response = await self._transport.handle_async_request(request)
                 exchange.answered(response)
@@ -374,7 +297,7 @@ class GlanceClient:
         await self._take_slot(request, operation, call)
         try:
             budget = call.time_remaining()
-            with _Exchange(request, operation) as exchange, transport_errors(operation, image_id):
+            with GlanceExchange(request, operation) as exchange, transport_errors(operation, image_id):
                 try:
                     async with asyncio.timeout(budget):
                         response = await self._transport.handle_async_request(request)

@@ -8,18 +8,15 @@ when the call starts and once when it ends, never per message.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import grpc
 
-from gateway import call_record, logs, metrics, tracing
-from gateway.call_record import CallRecord
+from gateway.observed_call import Call, Method
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +33,7 @@ GRPC_TYPES = {
     (True, True): "bidi_stream",
 }
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_NAMED_CODES = {code.name: code for code in grpc.StatusCode}
 _TRACEPARENT = "traceparent"
 
 
@@ -61,19 +59,6 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         observed = observe_handler(path, handler)
         self._wrapped[path] = (handler, observed)
         return observed
-
-
-class Method:
-    """What is fixed for every call of one method: its names and metric series."""
-
-    __slots__ = ("grpc_type", "metrics", "name", "unary_response")
-
-    def __init__(self, path: str, grpc_type: str) -> None:
-        self.name = path.lstrip("/")  # "glance.gateway.v1.ImageService/GetImage"
-        self.grpc_type = grpc_type
-        self.unary_response = grpc_type in ("unary", "client_stream")
-        service, _, method = self.name.rpartition("/")
-        self.metrics = metrics.RpcMetrics(grpc_type, service, method)
 
 
 def observe_handler(path: str, handler: Handler) -> Handler:
@@ -233,81 +218,3 @@ class CountedRequests:
         message = await anext(self._iterator)
         self._counts.received += 1
         return message
-
-
-class Call:
-    """One RPC from its start to its end: its record (current while the handler runs) and span."""
-
-    __slots__ = ("_span", "_token", "method", "record")
-
-    def __init__(self, method: Method, context: Context) -> None:
-        self.method = method
-        record = self.record = CallRecord(method.name, method.grpc_type, time.perf_counter())
-        metadata = context.invocation_metadata() or ()
-        self._span: tracing.ServerSpan | None = None
-        if tracing.ENABLED:
-            try:
-                self._span = tracing.ServerSpan(method.name, metadata)
-                record.trace_id = self._span.trace_id
-            except Exception:  # observing must never change a call's outcome
-                log.exception("starting the span of %s failed", method.name)
-        else:
-            for key, value in metadata:
-                if key == _TRACEPARENT and isinstance(value, str):
-                    record.trace_id = tracing.trace_id_from_traceparent(value)
-                    break
-        self._token = call_record.bind(record)
-        method.metrics.started()
-
-    def end(self, context: Context, error: BaseException | None, received: int, sent: int) -> None:
-        record = self.record
-        seconds = time.perf_counter() - record.started
-        try:
-            code = status_code(context, error)
-            if code is not grpc.StatusCode.OK and self.method.unary_response:
-                sent = 0  # grpc sends a unary response only with OK, even when the handler returned one
-            record.code = code.name
-            record.peer = context.peer()
-            self.method.metrics.handled(code.name, seconds, received, sent)
-            if record.bytes_sent:
-                metrics.DOWNLOAD_BYTES.inc(record.bytes_sent)
-            if record.bytes_received:
-                metrics.UPLOAD_BYTES.inc(record.bytes_received)
-            if self._span is not None:
-                self._span.end(code, _span_attributes(record))
-            logs.access_line(record, seconds)
-        except Exception:  # observing must never change a call's outcome
-            log.exception("observing the end of %s failed", record.method)
-        finally:
-            call_record.unbind(self._token)
-
-
-def status_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
-    """The call's status: what the handler set or aborted with, else what grpc makes of `error`."""
-    if error is None or isinstance(error, grpc.aio.AbortError):
-        code: grpc.StatusCode | int | None = context.code()
-        if code is None:
-            return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
-        return code if isinstance(code, grpc.StatusCode) else _CODES.get(code, grpc.StatusCode.UNKNOWN)
-    if isinstance(error, asyncio.CancelledError):
-        # grpc cancels the handler for a client's cancel and for a passed deadline alike.
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN
-
-
-def _span_attributes(record: CallRecord) -> dict[str, str | int]:
-    attributes: dict[str, str | int] = {}
-    if record.reason:
-        attributes["glance_gateway.reason"] = record.reason
-    if record.image_id:
-        attributes["glance_gateway.image_id"] = record.image_id
-    if record.request_id:
-        attributes["glance_gateway.request_id"] = record.request_id
-    if record.bytes_sent:
-        attributes["glance_gateway.image_bytes_sent"] = record.bytes_sent
-    if record.bytes_received:
-        attributes["glance_gateway.image_bytes_received"] = record.bytes_received
-    return attributes

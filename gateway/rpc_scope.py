@@ -61,7 +61,7 @@ class RpcScope:
         if self.call.glance_request_ids and "request_id" not in error.metadata:
             error.metadata["request_id"] = self.call.glance_request_ids[-1]
         status = error.to_status()
-        call_record.note_reason(error.reason)
+        call_record.note_failure(error.code.name, error.reason)
         call_record.note_image_id(error.metadata.get("image_id"))
         await self.context.abort(
             status.code,

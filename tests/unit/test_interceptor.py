@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from gateway import call_record
 from gateway.interceptor import RpcObserver
+from gateway.observed_call import status_code
 
 SERVICE = "test.v1.Probe"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -322,7 +323,7 @@ def test_each_method_is_wrapped_once() -> None:
 
 def test_record_helpers_do_nothing_without_a_call() -> None:
     assert call_record.current() is None
-    call_record.note_reason("X")
+    call_record.note_failure("NOT_FOUND", "X")
     call_record.note_image_id("id")
     call_record.note_request_id("req")
     call_record.add_bytes(sent=5)
@@ -337,7 +338,7 @@ def test_the_access_line_carries_the_record(caplog: pytest.LogCaptureFixture) ->
         call_record.note_image_id("11111111-2222-3333-4444-555555555555")
         call_record.note_image_id("not-this-one")  # the first image named is the call's
         call_record.add_bytes(sent=7)
-        call_record.note_reason("SOME_REASON")
+        call_record.note_failure("NOT_FOUND", "SOME_REASON")
         return b"ok"
 
     generic = grpc.method_handlers_generic_handler(
@@ -360,3 +361,17 @@ def test_the_access_line_carries_the_record(caplog: pytest.LogCaptureFixture) ->
     assert fields["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert fields["peer"].startswith("ipv4:127.0.0.1:") and fields["duration_ms"] >= 0
     assert line.getMessage().startswith(f"{SERVICE}/Noted OK in ")
+
+
+def test_an_abort_that_left_no_code_keeps_the_code_the_handler_noted() -> None:
+    class Finished:
+        """A context whose abort could not reach the client (grpc left no code on it)."""
+
+        def code(self) -> None:
+            return None
+
+    context: Any = Finished()
+    abort = grpc.aio.AbortError()
+    assert status_code(context, abort, "DEADLINE_EXCEEDED") is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert status_code(context, abort, None) is grpc.StatusCode.UNKNOWN
+    assert status_code(context, None, "NOT_FOUND") is grpc.StatusCode.OK
