@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from google.rpc import error_details_pb2
@@ -223,7 +223,31 @@ def start_refused(glance_url: str, *extra_args: str) -> GatewayProcess:
 # -- a fake Glance, only for outcomes a real Glance cannot be made to produce --
 
 
-class FakeGlance:
+class LoopbackHttpServer:
+    """`with Server() as server:` a ThreadingHTTPServer on 127.0.0.1 serving `handler` on a thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class FakeGlance(LoopbackHttpServer):
     """A tiny HTTP server that serves images' metadata and (possibly broken) data streams, like Glance.
 
     A real Glance cannot be made to corrupt data or cut a download short on demand, which is why the tests
@@ -270,9 +294,7 @@ class FakeGlance:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-glance", daemon=True)
+        super().__init__(Handler, "fake-glance")
 
     def headers_for(self, path: str, since: int = 0) -> list[dict[str, str]]:
         """The headers of the requests for `path`, from the `since`-th request on (the gateway's start-up
@@ -282,7 +304,7 @@ class FakeGlance:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def add(self, data: bytes, mode: str = "intact", hash_algo: str = "sha512") -> str:
         assert mode in ("intact", "corrupt", "short", "reset", "unframed")
@@ -325,14 +347,3 @@ class FakeGlance:
             # SO_LINGER 0 turns close() into a TCP RST: a connection reset mid-body.
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             handler.connection.close()
-
-    def __enter__(self) -> FakeGlance:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

@@ -10,12 +10,10 @@ import json
 import random
 import re
 import socket
-import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import grpc
@@ -27,19 +25,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
-from localglance import GlanceServer
-
-from .support import (
+from integration.support import (
     KIB,
     FakeGlance,
     GatewayProcess,
     ImageTracker,
+    LoopbackHttpServer,
     StartGateway,
     new_id,
     open_channel,
     unique_name,
     wait_until,
 )
+from localglance import GlanceServer
 
 SERVICE = "glance.gateway.v1.ImageService"
 HEALTH = "grpc.health.v1.Health"
@@ -276,7 +274,7 @@ def test_json_access_lines(glance: GlanceServer, start_gateway: StartGateway) ->
 # -- traces, and tokens nowhere ----------------------------------------------------------------------------
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackHttpServer):
     """An OTLP/HTTP endpoint that keeps every ExportTraceServiceRequest body it is sent."""
 
     def __init__(self) -> None:
@@ -298,13 +296,12 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        super().__init__(Handler, "otlp-receiver")
 
     @property
     def env(self) -> dict[str, str]:
         return {
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{self.port}/v1/traces",
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export soon after the calls
         }
 
@@ -318,17 +315,6 @@ class OtlpReceiver:
                 for scope_spans in resource_spans.scope_spans:
                     found.extend((resource, span) for span in scope_spans.spans)
         return found
-
-    def __enter__(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 def attributes(pairs: Any) -> dict[str, Any]:
