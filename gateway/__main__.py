@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import sys
 
-from gateway.config import Settings, parse_settings
+from gateway.command_line import parse_settings
+from gateway.config import Settings
 from gateway.logs import configure_logging
 from gateway.malloc_arenas import cap_arenas
 

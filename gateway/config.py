@@ -1,17 +1,11 @@
-"""Settings of the gateway, from the command line and the environment.
-
-Each setting lives in one place: its default on `Settings`, and its flag, environment variable and help in
-`OPTIONS`; the parser and the README's table are made from those two.
+"""Settings of the gateway: each lives in one place, its default and checks on `Settings`, and its flag,
+environment variable and help in `OPTIONS`; the command line (gateway/command_line.py) and the README's table
+are made from those two.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 MIB = 1024 * 1024
@@ -19,16 +13,6 @@ MIB = 1024 * 1024
 MESSAGE_OVERHEAD = 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
-BOOLEANS = {
-    "true": True,
-    "1": True,
-    "yes": True,
-    "on": True,
-    "false": False,
-    "0": False,
-    "no": False,
-    "off": False,
-}
 
 
 @dataclass(frozen=True)
@@ -260,78 +244,3 @@ OPTIONS: tuple[Option, ...] = (
         "seconds in-flight calls get to finish after the drain delay on SIGTERM, before they are cut",
     ),
 )
-
-_FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
-
-
-def _boolean(text: str) -> bool:
-    try:
-        return BOOLEANS[text.strip().lower()]
-    except KeyError:
-        raise ValueError(f"not a boolean: {text!r} (true or false)") from None
-
-
-def _converter(field_name: str) -> Callable[[str], Any]:
-    """The type a Settings field takes from a string (its annotation, with `| None` dropped)."""
-    annotation = str(_FIELDS[field_name].type)
-    for name, convert in (("int", int), ("float", float), ("bool", _boolean)):
-        if annotation.startswith(name):
-            return convert
-    return str
-
-
-class _Parser(argparse.ArgumentParser):
-    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
-        # argparse only says "invalid _boolean value"; name the type the way a user reads it.
-        if action.type is _boolean:
-            try:
-                return _boolean(arg_string)
-            except ValueError as exc:
-                raise argparse.ArgumentError(action, str(exc)) from None
-        return super()._get_value(action, arg_string)
-
-
-def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    """The command line; defaults come from the environment where set. A bad environment value is a usage
-    error naming the variable."""
-    environ = dict(os.environ) if environ is None else environ
-    parser = _Parser(
-        prog="python -m gateway",
-        description="gRPC gateway for OpenStack Glance images (glance.gateway.v1.ImageService). Every option "
-        "can also be set by its environment variable; the command line wins.",
-    )
-    for option in OPTIONS:
-        convert = _converter(option.field)
-        default = _FIELDS[option.field].default
-        if option.env in environ:
-            default = _from_environment(parser, option, convert, environ[option.env])
-        parser.add_argument(
-            option.flag,
-            dest=option.field,
-            type=convert,
-            default=default,
-            choices=option.choices,
-            help=f"{option.help} (env {option.env}, default %(default)s)",
-        )
-    return parser
-
-
-def _from_environment(
-    parser: argparse.ArgumentParser, option: Option, convert: Callable[[str], Any], text: str
-) -> Any:
-    try:
-        value = convert(text)
-    except ValueError:
-        parser.error(f"environment variable {option.env}={text!r} is not a valid {option.flag} value")
-    if option.choices and value not in option.choices:
-        parser.error(f"environment variable {option.env}={text!r}: choose from {', '.join(option.choices)}")
-    return value
-
-
-def parse_settings(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
-    parser = build_parser(environ)
-    args = parser.parse_args(argv)
-    try:
-        return Settings(**vars(args))
-    except ValueError as exc:
-        parser.error(str(exc))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import OPTIONS, parse_settings
+from gateway.command_line import parse_settings
+from gateway.config import OPTIONS
 
 from .files import (
     DOCKERFILE,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import OPTIONS, Settings, parse_settings
+from gateway.command_line import parse_settings
+from gateway.config import OPTIONS, Settings
 from gateway.wire import SERVICE_NAME
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from harness.proxy import NginxProxy, self_signed_certificate

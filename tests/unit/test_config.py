@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import MIB, OPTIONS, Settings, build_parser, parse_settings
+from gateway.command_line import build_parser, parse_settings
+from gateway.config import MIB, OPTIONS, Settings
 
 
 def test_defaults() -> None:

@@ -1,9 +1,12 @@
+import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +56,7 @@ def _python(code: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group: a failed test kills the workers too
     )
 
 
@@ -99,17 +103,36 @@ def _supervised(mode: str) -> subprocess.Popen[str]:
     return _python(SUPERVISED, mode, str(port))
 
 
+def _read_until(process: subprocess.Popen[str], text: str, count: int, timeout: float = 30.0) -> str:
+    """The process's output until `text` has appeared `count` times; on timeout the whole process group is
+    killed and the test fails with what arrived (a hang must never stall the suite)."""
+    assert process.stdout is not None
+    descriptor = process.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while seen.count(text.encode()) < count:
+        remaining = deadline - time.monotonic()
+        readable, _, _ = select.select([descriptor], [], [], max(remaining, 0))
+        chunk = os.read(descriptor, 65536) if readable else b""
+        if not chunk:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"{text!r} appeared {seen.count(text.encode())} of {count} times:\n{seen.decode()}")
+        seen += chunk
+    return seen.decode()
+
+
 def test_sigterm_reaches_every_worker_and_a_clean_drain_exits_0() -> None:
     parent = _supervised("serve")
-    assert parent.stdout is not None
-    lines: list[str] = []
-    while len([line for line in lines if line.startswith("serving")]) < 3:
-        line = parent.stdout.readline()
-        assert line, "".join(lines)
-        lines.append(line)
+    started = _read_until(parent, "serving", 3)
     parent.send_signal(signal.SIGTERM)
-    output, _ = parent.communicate(timeout=30)
-    assert parent.returncode == 0, "".join(lines) + output
+    try:
+        output, _ = parent.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 0, started + output
 
 
 def test_a_worker_exiting_unasked_stops_the_others_and_sets_the_exit_code() -> None:
