@@ -26,6 +26,8 @@ class Operation(enum.Enum):
     UPDATE = "update"
     DELETE = "delete"
     STORES = "stores"
+    ADD_TAG = "add_tag"
+    REMOVE_TAG = "remove_tag"
 
 
 class Failure(enum.Enum):

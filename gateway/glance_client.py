@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
 
@@ -108,6 +109,14 @@ class GlanceClient:
     async def delete_image(self, image_id: str, call: CallContext) -> None:
         request = self._request("DELETE", f"/v2/images/{image_id}", call)
         await self._exchange(request, Operation.DELETE, call, image_id)
+
+    async def add_tag(self, image_id: str, tag: str, call: CallContext) -> None:
+        request = self._request("PUT", f"/v2/images/{image_id}/tags/{quote(tag, safe='')}", call)
+        await self._exchange(request, Operation.ADD_TAG, call, image_id)
+
+    async def remove_tag(self, image_id: str, tag: str, call: CallContext) -> None:
+        request = self._request("DELETE", f"/v2/images/{image_id}/tags/{quote(tag, safe='')}", call)
+        await self._exchange(request, Operation.REMOVE_TAG, call, image_id)
 
     async def store_ids(self, call: CallContext) -> list[str] | None:
         """The ids of Glance's stores, or None when Glance has no multi-store support."""

@@ -23,6 +23,8 @@ _URL_TEMPLATES = {
     Operation.UPDATE: "/v2/images/{image_id}",
     Operation.DELETE: "/v2/images/{image_id}",
     Operation.STORES: "/v2/info/stores",
+    Operation.ADD_TAG: "/v2/images/{image_id}/tags/{tag}",
+    Operation.REMOVE_TAG: "/v2/images/{image_id}/tags/{tag}",
 }
 
 

@@ -87,6 +87,20 @@ class ImageService(pb_grpc.ImageServiceServicer):
             await self._glance.delete_image(validation.image_id(request.image_id), call)
             return pb.DeleteImageResponse()
 
+    async def AddImageTag(self, request: pb.AddImageTagRequest, context: Context) -> pb.AddImageTagResponse:
+        async with RpcScope(context, "AddImageTag") as call:
+            image_id, tag = validation.image_id(request.image_id), validation.path_tag(request.tag)
+            await self._glance.add_tag(image_id, tag, call)
+            return pb.AddImageTagResponse()
+
+    async def RemoveImageTag(
+        self, request: pb.RemoveImageTagRequest, context: Context
+    ) -> pb.RemoveImageTagResponse:
+        async with RpcScope(context, "RemoveImageTag") as call:
+            image_id, tag = validation.image_id(request.image_id), validation.path_tag(request.tag)
+            await self._glance.remove_tag(image_id, tag, call)
+            return pb.RemoveImageTagResponse()
+
     def _image(self, body: JsonObject, view: int = pb.IMAGE_VIEW_FULL) -> pb.Image:
         return convert.image_to_proto(body, self._settings.glance_base, view)
 

@@ -121,6 +121,21 @@ def tag(value: str) -> str:
     return value
 
 
+def path_tag(value: str) -> str:
+    """A tag that goes into a URL path (/v2/images/{id}/tags/{tag}): a tag, with no "/" (WSGI decodes the path
+    before Glance routes it, so an encoded "/" still splits the path) and ASCII only (Glance 33 stores a
+    non-ASCII tag sent this way mis-decoded: "é" came back as "Ã©", measured)."""
+    tag(value)
+    if "/" in value:
+        raise invalid_argument("INVALID_TAG", f"tag {quoted(value)} contains '/', which Glance cannot take")
+    if not value.isascii():
+        raise invalid_argument(
+            "INVALID_TAG",
+            f"tag {quoted(value)} is not ASCII: Glance would store it garbled; use UpdateImage's tags",
+        )
+    return value
+
+
 def request_id(value: str) -> str:
     if not _REQUEST_ID.fullmatch(value):
         raise invalid_argument(

@@ -269,7 +269,7 @@ def test_envoy_routes_every_rpc_with_its_timeouts_and_retries(envoy: Doc) -> Non
     assert envoy_seconds(config["stream_idle_timeout"]) > Settings().stall_timeout
     assert envoy_seconds(config["request_timeout"]) == 0
     assert {m.name for m in METHODS} == {"ListImages", "GetImageMeta", "GetImage", "AddImage", "UpdateImage",
-                                         "DeleteImage"}  # fmt: skip
+                                         "DeleteImage", "AddImageTag", "RemoveImageTag"}  # fmt: skip
     for method in METHODS:
         route = envoy_route_for(routes, f"/{SERVICE_NAME}/{method.name}")
         action: Doc = route["route"]

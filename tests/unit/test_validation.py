@@ -228,3 +228,18 @@ def test_an_accepted_image_uri_names_the_configured_glance_and_a_uuid(uri: str) 
         9292,
     )
     assert given_uri.username is None and given_uri.password is None
+
+
+@pytest.mark.parametrize("value", ["a", "b c%20?#&+;", "x" * 255])
+def test_a_path_tag_is_any_ascii_tag_without_a_slash(value: str) -> None:
+    assert validation.path_tag(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("", "INVALID_TAG"), ("a/b", "INVALID_TAG"), ("é", "INVALID_TAG"), ("x" * 256, "VALUE_TOO_LONG")],
+)
+def test_a_path_tag_refuses_what_glance_cannot_take_in_a_path(value: str, reason: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        validation.path_tag(value)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.reason == reason

@@ -128,6 +128,14 @@ class RecordingServicer(pb_grpc.ImageServiceServicer):
         self.seen.append(request)
         return pb.DeleteImageResponse()
 
+    async def AddImageTag(self, request: Any, context: Any) -> pb.AddImageTagResponse:
+        self.seen.append(request)
+        return pb.AddImageTagResponse()
+
+    async def RemoveImageTag(self, request: Any, context: Any) -> pb.RemoveImageTagResponse:
+        self.seen.append(request)
+        return pb.RemoveImageTagResponse()
+
 
 class GeneratorServicer(RecordingServicer):
     """GetImage as an async generator, grpc.aio's other streaming-handler kind."""
@@ -140,7 +148,7 @@ class GeneratorServicer(RecordingServicer):
 
 Outcome = tuple[grpc.StatusCode, str, str, int]  # code, details, ErrorInfo reason, responses received
 
-UNARY = ["ListImages", "GetImageMeta", "UpdateImage", "DeleteImage"]
+UNARY = ["ListImages", "GetImageMeta", "UpdateImage", "DeleteImage", "AddImageTag", "RemoveImageTag"]
 
 
 async def _call_raw(

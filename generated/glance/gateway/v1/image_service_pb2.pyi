@@ -1114,3 +1114,92 @@ class DeleteImageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteImageResponse: _TypeAlias = DeleteImageResponse  # noqa: Y015
+
+@_typing.final
+class AddImageTagRequest(_message.Message):
+    """AddImageTagRequest names an image and the tag to add to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image to tag."""
+    tag: _builtins.str
+    """The tag: 1 to 255 ASCII characters without "/" (Glance takes it as a
+    path segment, and stores a non-ASCII one garbled: set those with
+    UpdateImage's tags instead).
+    """
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddImageTagRequest: _TypeAlias = AddImageTagRequest  # noqa: Y015
+
+@_typing.final
+class AddImageTagResponse(_message.Message):
+    """AddImageTagResponse confirms that the image has the tag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddImageTagResponse: _TypeAlias = AddImageTagResponse  # noqa: Y015
+
+@_typing.final
+class RemoveImageTagRequest(_message.Message):
+    """RemoveImageTagRequest names an image and the tag to remove from it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    tag: _builtins.str
+    """The tag to remove, as AddImageTagRequest.tag."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveImageTagRequest: _TypeAlias = RemoveImageTagRequest  # noqa: Y015
+
+@_typing.final
+class RemoveImageTagResponse(_message.Message):
+    """RemoveImageTagResponse confirms that the image no longer has the tag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveImageTagResponse: _TypeAlias = RemoveImageTagResponse  # noqa: Y015

@@ -66,6 +66,16 @@ class ImageServiceStub:
                 request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageRequest.SerializeToString,
                 response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageResponse.FromString,
                 _registered_method=True)
+        self.AddImageTag = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/AddImageTag',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.AddImageTagRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.AddImageTagResponse.FromString,
+                _registered_method=True)
+        self.RemoveImageTag = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/RemoveImageTag',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -125,6 +135,25 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddImageTag(self, request, context):
+        """AddImageTag adds one tag to an image in one step on Glance's side, so
+        concurrent taggers never lose each other's tags (UpdateImage with the
+        "tags" mask replaces the whole list). Adding a tag the image already has
+        succeeds and changes nothing. An image over Glance's tag quota is
+        RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveImageTag(self, request, context):
+        """RemoveImageTag removes one tag from an image in one step. A tag the image
+        does not have is NOT_FOUND, as is a missing image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +186,16 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.DeleteImage,
                     request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageRequest.FromString,
                     response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageResponse.SerializeToString,
+            ),
+            'AddImageTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddImageTag,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.AddImageTagRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.AddImageTagResponse.SerializeToString,
+            ),
+            'RemoveImageTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveImageTag,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +362,60 @@ class ImageService:
             '/glance.gateway.v1.ImageService/DeleteImage',
             glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageRequest.SerializeToString,
             glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddImageTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/AddImageTag',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.AddImageTagRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.AddImageTagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveImageTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/RemoveImageTag',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,17 @@ class ImageServiceStub:
     """DeleteImage deletes an image and its data. A protected image is refused
     with FAILED_PRECONDITION.
     """
+    AddImageTag: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.AddImageTagRequest, _image_service_pb2.AddImageTagResponse]
+    """AddImageTag adds one tag to an image in one step on Glance's side, so
+    concurrent taggers never lose each other's tags (UpdateImage with the
+    "tags" mask replaces the whole list). Adding a tag the image already has
+    succeeds and changes nothing. An image over Glance's tag quota is
+    RESOURCE_EXHAUSTED.
+    """
+    RemoveImageTag: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.RemoveImageTagRequest, _image_service_pb2.RemoveImageTagResponse]
+    """RemoveImageTag removes one tag from an image in one step. A tag the image
+    does not have is NOT_FOUND, as is a missing image.
+    """
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -107,6 +118,17 @@ class ImageServiceAsyncStub(ImageServiceStub):
     DeleteImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageRequest, _image_service_pb2.DeleteImageResponse]  # type: ignore[assignment]
     """DeleteImage deletes an image and its data. A protected image is refused
     with FAILED_PRECONDITION.
+    """
+    AddImageTag: _aio.UnaryUnaryMultiCallable[_image_service_pb2.AddImageTagRequest, _image_service_pb2.AddImageTagResponse]  # type: ignore[assignment]
+    """AddImageTag adds one tag to an image in one step on Glance's side, so
+    concurrent taggers never lose each other's tags (UpdateImage with the
+    "tags" mask replaces the whole list). Adding a tag the image already has
+    succeeds and changes nothing. An image over Glance's tag quota is
+    RESOURCE_EXHAUSTED.
+    """
+    RemoveImageTag: _aio.UnaryUnaryMultiCallable[_image_service_pb2.RemoveImageTagRequest, _image_service_pb2.RemoveImageTagResponse]  # type: ignore[assignment]
+    """RemoveImageTag removes one tag from an image in one step. A tag the image
+    does not have is NOT_FOUND, as is a missing image.
     """
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -174,6 +196,29 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_image_service_pb2.DeleteImageResponse, _abc.Awaitable[_image_service_pb2.DeleteImageResponse]]:
         """DeleteImage deletes an image and its data. A protected image is refused
         with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def AddImageTag(
+        self,
+        request: _image_service_pb2.AddImageTagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.AddImageTagResponse, _abc.Awaitable[_image_service_pb2.AddImageTagResponse]]:
+        """AddImageTag adds one tag to an image in one step on Glance's side, so
+        concurrent taggers never lose each other's tags (UpdateImage with the
+        "tags" mask replaces the whole list). Adding a tag the image already has
+        succeeds and changes nothing. An image over Glance's tag quota is
+        RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveImageTag(
+        self,
+        request: _image_service_pb2.RemoveImageTagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.RemoveImageTagResponse, _abc.Awaitable[_image_service_pb2.RemoveImageTagResponse]]:
+        """RemoveImageTag removes one tag from an image in one step. A tag the image
+        does not have is NOT_FOUND, as is a missing image.
         """
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
