@@ -15,6 +15,8 @@ from gateway.call_record import CallRecord
 from gateway.config import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# With --workers, every line names the process that wrote it (the workers share one stderr).
+WORKERS_TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 ACCESS_LOGGER = "gateway.access"
 
 # What every LogRecord has; anything else on a record came in through `extra=` and is a field of its own.
@@ -28,7 +30,11 @@ _access = logging.getLogger(ACCESS_LOGGER)
 def configure_logging(settings: Settings) -> None:
     """The root logger at --log-level, writing --log-format lines to stderr."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter(TEXT_FORMAT))
+    several = settings.workers > 1
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter(with_pid=several))
+    else:
+        handler.setFormatter(TextFormatter(WORKERS_TEXT_FORMAT if several else TEXT_FORMAT))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     # Neither format shows the caller's file and line or the thread, so logging need not find them for every
     # record: a third of the cost of an access line (the "Optimization" section of Python's logging HOWTO).
@@ -61,7 +67,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, then any extra fields.
 
     A traceback goes in `exception` as one string, so it stays on its line (JSON escapes the newlines).
+    `with_pid` adds the writing process's `pid` (with --workers, several processes share one stderr).
     """
+
+    def __init__(self, with_pid: bool = False) -> None:
+        super().__init__()
+        self._with_pid = with_pid
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -70,6 +81,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._with_pid:
+            entry["pid"] = record.process
         for key, value in _extra_fields(record).items():
             entry.setdefault(key, value)
         if record.exc_info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -130,3 +131,18 @@ def test_configure_logging(
         assert json.loads(written)["message"] == "one line"
     else:
         assert written.endswith("INFO gateway.test: one line")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_with_workers_every_line_names_its_process(
+    log_format: str, root_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    logs.configure_logging(Settings(log_format=log_format, workers=2, port=50051))
+    logging.getLogger("gateway.test").info("one line")
+    (written,) = stderr.getvalue().splitlines()
+    if log_format == "json":
+        assert json.loads(written)["pid"] == os.getpid()
+    else:
+        assert f"INFO [{os.getpid()}] gateway.test: one line" in written
