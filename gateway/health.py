@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway import background
 from gateway.config import Settings
 from gateway.listening import bind, reuse_port
 from gateway.wire import SERVICE_NAME
@@ -121,9 +122,7 @@ class GlanceWatch:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await background.stop(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -15,7 +15,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
-from gateway import upload_marker
+from gateway import background, upload_marker
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
 from gateway.errors import GatewayError
@@ -44,9 +44,7 @@ class Sweep:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await background.stop(self._task)
 
     async def _run(self) -> None:
         while True:
