@@ -28,6 +28,17 @@ class Operation(enum.Enum):
     STORES = "stores"
     ADD_TAG = "add_tag"
     REMOVE_TAG = "remove_tag"
+    CREATE_MEMBER = "create_member"
+    LIST_MEMBERS = "list_members"
+    SHOW_MEMBER = "show_member"
+    UPDATE_MEMBER = "update_member"
+    DELETE_MEMBER = "delete_member"
+    DELETE_FROM_STORE = "delete_from_store"
+    STAGE = "stage"
+    IMPORT = "import"
+    DEACTIVATE = "deactivate"
+    REACTIVATE = "reactivate"
+    USAGE = "usage"
 
 
 class Failure(enum.Enum):

@@ -87,16 +87,18 @@ class GlanceClient:
         await self._transport.aclose()
 
     async def list_images(self, params: list[tuple[str, str]], call: CallContext) -> JsonObject:
-        return await self._json("GET", "/v2/images", Operation.LIST, call, params=params)
+        return await self.request_json("GET", "/v2/images", Operation.LIST, call, params=params)
 
     async def show_image(self, image_id: str, call: CallContext) -> JsonObject:
-        return await self._json("GET", f"/v2/images/{image_id}", Operation.SHOW, call, image_id=image_id)
+        return await self.request_json(
+            "GET", f"/v2/images/{image_id}", Operation.SHOW, call, image_id=image_id
+        )
 
     async def create_image(self, body: JsonObject, call: CallContext) -> JsonObject:
-        return await self._json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
+        return await self.request_json("POST", "/v2/images", Operation.CREATE, call, json_body=body)
 
     async def update_image(self, image_id: str, patch: list[JsonObject], call: CallContext) -> JsonObject:
-        return await self._json(
+        return await self.request_json(
             "PATCH",
             f"/v2/images/{image_id}",
             Operation.UPDATE,
@@ -107,16 +109,15 @@ class GlanceClient:
         )
 
     async def delete_image(self, image_id: str, call: CallContext) -> None:
-        request = self._request("DELETE", f"/v2/images/{image_id}", call)
-        await self._exchange(request, Operation.DELETE, call, image_id)
+        await self.send("DELETE", f"/v2/images/{image_id}", Operation.DELETE, call, image_id=image_id)
 
     async def add_tag(self, image_id: str, tag: str, call: CallContext) -> None:
-        request = self._request("PUT", f"/v2/images/{image_id}/tags/{quote(tag, safe='')}", call)
-        await self._exchange(request, Operation.ADD_TAG, call, image_id)
+        path = f"/v2/images/{image_id}/tags/{quote(tag, safe='')}"
+        await self.send("PUT", path, Operation.ADD_TAG, call, image_id=image_id)
 
     async def remove_tag(self, image_id: str, tag: str, call: CallContext) -> None:
-        request = self._request("DELETE", f"/v2/images/{image_id}/tags/{quote(tag, safe='')}", call)
-        await self._exchange(request, Operation.REMOVE_TAG, call, image_id)
+        path = f"/v2/images/{image_id}/tags/{quote(tag, safe='')}"
+        await self.send("DELETE", path, Operation.REMOVE_TAG, call, image_id=image_id)
 
     async def store_ids(self, call: CallContext) -> list[str] | None:
         """The ids of Glance's stores, or None when Glance has no multi-store support."""
@@ -264,7 +265,29 @@ class GlanceClient:
             read, connect = min(read, remaining), min(connect, remaining)
         return httpx.Timeout(read, connect=connect)
 
-    async def _json(
+    async def send(
+        self,
+        method: str,
+        path: str,
+        operation: Operation,
+        call: CallContext,
+        *,
+        image_id: str | None = None,
+        json_body: JsonObject | None = None,
+        accept_statuses: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """One request below the Glance URL whose answer's body is not needed (or not JSON): the response,
+        read and closed; a status of 400 or more (other than `accept_statuses`) raises its GatewayError.
+        Path segments that come from callers must be validated or percent-encoded first."""
+        headers: dict[str, str] = {}
+        content = None
+        if json_body is not None:
+            content = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        request = self._request(method, path, call, headers=headers, content=content)
+        return await self._exchange(request, operation, call, image_id, accept_statuses)
+
+    async def request_json(
         self,
         method: str,
         path: str,
@@ -277,6 +300,7 @@ class GlanceClient:
         content: bytes | None = None,
         content_type: str | None = None,
     ) -> JsonObject:
+        """One request below the Glance URL whose answer is a JSON object: the object; failures as `send`."""
         headers: dict[str, str] = {}
         if json_body is not None:
             content = json.dumps(json_body).encode()

@@ -25,6 +25,17 @@ _URL_TEMPLATES = {
     Operation.STORES: "/v2/info/stores",
     Operation.ADD_TAG: "/v2/images/{image_id}/tags/{tag}",
     Operation.REMOVE_TAG: "/v2/images/{image_id}/tags/{tag}",
+    Operation.CREATE_MEMBER: "/v2/images/{image_id}/members",
+    Operation.LIST_MEMBERS: "/v2/images/{image_id}/members",
+    Operation.SHOW_MEMBER: "/v2/images/{image_id}/members/{member_id}",
+    Operation.UPDATE_MEMBER: "/v2/images/{image_id}/members/{member_id}",
+    Operation.DELETE_MEMBER: "/v2/images/{image_id}/members/{member_id}",
+    Operation.DELETE_FROM_STORE: "/v2/stores/{store_id}/{image_id}",
+    Operation.STAGE: "/v2/images/{image_id}/stage",
+    Operation.IMPORT: "/v2/images/{image_id}/import",
+    Operation.DEACTIVATE: "/v2/images/{image_id}/actions/deactivate",
+    Operation.REACTIVATE: "/v2/images/{image_id}/actions/reactivate",
+    Operation.USAGE: "/v2/info/usage",
 }
 
 

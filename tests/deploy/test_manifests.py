@@ -35,7 +35,10 @@ OPTION_FLAGS = {option.flag for option in OPTIONS}
 OPTION_ENVS = {option.env for option in OPTIONS}
 METHODS = pb.DESCRIPTOR.services_by_name["ImageService"].methods
 # Safe to send again after a failure that may have reached a replica; the others change images.
-IDEMPOTENT = {"GetImageMeta", "ListImages", "GetImage"}
+IDEMPOTENT = {
+    "GetImageMeta", "ListImages", "GetImage", "ListImageMembers", "GetImageMember", "ListStores",
+    "GetQuotaUsage", "WatchImageImport",
+}  # fmt: skip
 STREAMING = {m.name for m in METHODS if m.client_streaming or m.server_streaming}
 # The clean-up of failed uploads still pending at exit gets this long after the shutdown grace
 # (gateway/cleanup.py, Janitor.__aexit__).
@@ -268,8 +271,12 @@ def test_envoy_routes_every_rpc_with_its_timeouts_and_retries(envoy: Doc) -> Non
     config, routes = envoy_routes(envoy)
     assert envoy_seconds(config["stream_idle_timeout"]) > Settings().stall_timeout
     assert envoy_seconds(config["request_timeout"]) == 0
-    assert {m.name for m in METHODS} == {"ListImages", "GetImageMeta", "GetImage", "AddImage", "UpdateImage",
-                                         "DeleteImage", "AddImageTag", "RemoveImageTag"}  # fmt: skip
+    assert {m.name for m in METHODS} == {
+        "ListImages", "GetImageMeta", "GetImage", "AddImage", "UpdateImage", "DeleteImage", "AddImageTag",
+        "RemoveImageTag", "CreateImageMember", "ListImageMembers", "GetImageMember", "UpdateImageMember",
+        "DeleteImageMember", "ListStores", "DeleteImageFromStore", "StageImageData", "ImportImage",
+        "WatchImageImport", "DeactivateImage", "ReactivateImage", "GetQuotaUsage",
+    }  # fmt: skip
     for method in METHODS:
         route = envoy_route_for(routes, f"/{SERVICE_NAME}/{method.name}")
         action: Doc = route["route"]
@@ -340,7 +347,7 @@ def test_nginx_routes_every_rpc_with_its_timeouts_and_retries(nginx: Block) -> N
             assert "error" in retry, method.name
         timeouts = [nginx_seconds((location.value(name) or ["60s"])[0])
                     for name in ("grpc_read_timeout", "grpc_send_timeout")]  # fmt: skip
-        if method.name in STREAMING or method.name == "AddImage":
+        if method.name in STREAMING:
             assert min(timeouts) >= 3600, method.name
     unknown = nginx_location(server, "/some.other.Service/Method")
     assert unknown is not None and unknown.value("return") == ["404"]

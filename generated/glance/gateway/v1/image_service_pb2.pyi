@@ -248,6 +248,38 @@ SORT_DIRECTION_DESCENDING: SortDirection.ValueType  # 2
 """Largest first."""
 Global___SortDirection: _TypeAlias = SortDirection  # noqa: Y015
 
+class _MemberStatusFilter:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberStatusFilterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberStatusFilter.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_STATUS_FILTER_UNSPECIFIED: _MemberStatusFilter.ValueType  # 0
+    """Glance's default: shared images only once accepted."""
+    MEMBER_STATUS_FILTER_PENDING: _MemberStatusFilter.ValueType  # 1
+    """Shared images whose membership is pending."""
+    MEMBER_STATUS_FILTER_ACCEPTED: _MemberStatusFilter.ValueType  # 2
+    """Shared images whose membership was accepted."""
+    MEMBER_STATUS_FILTER_REJECTED: _MemberStatusFilter.ValueType  # 3
+    """Shared images whose membership was rejected."""
+    MEMBER_STATUS_FILTER_ALL: _MemberStatusFilter.ValueType  # 4
+    """Shared images whatever the membership status."""
+
+class MemberStatusFilter(_MemberStatusFilter, metaclass=_MemberStatusFilterEnumTypeWrapper):
+    """MemberStatusFilter selects shared images by the caller's membership status."""
+
+MEMBER_STATUS_FILTER_UNSPECIFIED: MemberStatusFilter.ValueType  # 0
+"""Glance's default: shared images only once accepted."""
+MEMBER_STATUS_FILTER_PENDING: MemberStatusFilter.ValueType  # 1
+"""Shared images whose membership is pending."""
+MEMBER_STATUS_FILTER_ACCEPTED: MemberStatusFilter.ValueType  # 2
+"""Shared images whose membership was accepted."""
+MEMBER_STATUS_FILTER_REJECTED: MemberStatusFilter.ValueType  # 3
+"""Shared images whose membership was rejected."""
+MEMBER_STATUS_FILTER_ALL: MemberStatusFilter.ValueType  # 4
+"""Shared images whatever the membership status."""
+Global___MemberStatusFilter: _TypeAlias = MemberStatusFilter  # noqa: Y015
+
 class _DigestAlgorithm:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -271,6 +303,94 @@ DIGEST_ALGORITHM_SHA512: DigestAlgorithm.ValueType  # 1
 DIGEST_ALGORITHM_MD5: DigestAlgorithm.ValueType  # 2
 """MD5 (UploadFinish.md5)."""
 Global___DigestAlgorithm: _TypeAlias = DigestAlgorithm  # noqa: Y015
+
+class _MemberStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_STATUS_UNSPECIFIED: _MemberStatus.ValueType  # 0
+    """Not given; never valid in UpdateImageMemberRequest."""
+    MEMBER_STATUS_PENDING: _MemberStatus.ValueType  # 1
+    """Shared, not yet answered: the image is usable by id but not listed by
+    default.
+    """
+    MEMBER_STATUS_ACCEPTED: _MemberStatus.ValueType  # 2
+    """Accepted: the image appears in the member's default listings."""
+    MEMBER_STATUS_REJECTED: _MemberStatus.ValueType  # 3
+    """Rejected: the image is usable by id but not listed by default."""
+
+class MemberStatus(_MemberStatus, metaclass=_MemberStatusEnumTypeWrapper):
+    """MemberStatus is a member project's answer to an image shared with it."""
+
+MEMBER_STATUS_UNSPECIFIED: MemberStatus.ValueType  # 0
+"""Not given; never valid in UpdateImageMemberRequest."""
+MEMBER_STATUS_PENDING: MemberStatus.ValueType  # 1
+"""Shared, not yet answered: the image is usable by id but not listed by
+default.
+"""
+MEMBER_STATUS_ACCEPTED: MemberStatus.ValueType  # 2
+"""Accepted: the image appears in the member's default listings."""
+MEMBER_STATUS_REJECTED: MemberStatus.ValueType  # 3
+"""Rejected: the image is usable by id but not listed by default."""
+Global___MemberStatus: _TypeAlias = MemberStatus  # noqa: Y015
+
+class _ImportMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_METHOD_UNSPECIFIED: _ImportMethod.ValueType  # 0
+    """Not given; INVALID_ARGUMENT."""
+    IMPORT_METHOD_GLANCE_DIRECT: _ImportMethod.ValueType  # 1
+    """The data staged with StageImageData."""
+    IMPORT_METHOD_WEB_DOWNLOAD: _ImportMethod.ValueType  # 2
+    """Glance downloads the data from ImportImageRequest.uri."""
+    IMPORT_METHOD_COPY_IMAGE: _ImportMethod.ValueType  # 3
+    """The data of an active image is copied to more stores (admins only)."""
+
+class ImportMethod(_ImportMethod, metaclass=_ImportMethodEnumTypeWrapper):
+    """ImportMethod is how Glance gets the data of an interoperable import."""
+
+IMPORT_METHOD_UNSPECIFIED: ImportMethod.ValueType  # 0
+"""Not given; INVALID_ARGUMENT."""
+IMPORT_METHOD_GLANCE_DIRECT: ImportMethod.ValueType  # 1
+"""The data staged with StageImageData."""
+IMPORT_METHOD_WEB_DOWNLOAD: ImportMethod.ValueType  # 2
+"""Glance downloads the data from ImportImageRequest.uri."""
+IMPORT_METHOD_COPY_IMAGE: ImportMethod.ValueType  # 3
+"""The data of an active image is copied to more stores (admins only)."""
+Global___ImportMethod: _TypeAlias = ImportMethod  # noqa: Y015
+
+class _ImportState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_STATE_UNSPECIFIED: _ImportState.ValueType  # 0
+    """Not known to this API version."""
+    IMPORT_STATE_IN_PROGRESS: _ImportState.ValueType  # 1
+    """Glance is still importing into some store."""
+    IMPORT_STATE_SUCCEEDED: _ImportState.ValueType  # 2
+    """Nothing is left to import and no store failed."""
+    IMPORT_STATE_FAILED: _ImportState.ValueType  # 3
+    """Nothing is left to import and at least one store failed."""
+
+class ImportState(_ImportState, metaclass=_ImportStateEnumTypeWrapper):
+    """ImportState is where an image's import stands."""
+
+IMPORT_STATE_UNSPECIFIED: ImportState.ValueType  # 0
+"""Not known to this API version."""
+IMPORT_STATE_IN_PROGRESS: ImportState.ValueType  # 1
+"""Glance is still importing into some store."""
+IMPORT_STATE_SUCCEEDED: ImportState.ValueType  # 2
+"""Nothing is left to import and no store failed."""
+IMPORT_STATE_FAILED: ImportState.ValueType  # 3
+"""Nothing is left to import and at least one store failed."""
+Global___ImportState: _TypeAlias = ImportState  # noqa: Y015
 
 @_typing.final
 class Image(_message.Message):
@@ -468,6 +588,7 @@ class ListImagesRequest(_message.Message):
     SORT_DIRECTION_FIELD_NUMBER: _builtins.int
     HIDDEN_FIELD_NUMBER: _builtins.int
     PROTECTED_FIELD_NUMBER: _builtins.int
+    MEMBER_STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of images in the page. 0 means the server default (25);
     values above the maximum (500) are clamped to it; negative values are
@@ -510,6 +631,11 @@ class ListImagesRequest(_message.Message):
     """
     protected: _builtins.bool
     """Only images that are (true) or are not (false) protected."""
+    member_status: Global___MemberStatusFilter.ValueType
+    """Images shared with the caller's project, by the status of its
+    membership. Unset lists what Glance lists by default (shared images only
+    once accepted).
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only images that carry every one of these tags."""
@@ -538,10 +664,11 @@ class ListImagesRequest(_message.Message):
         sort_direction: Global___SortDirection.ValueType = ...,
         hidden: _builtins.bool | None = ...,
         protected: _builtins.bool | None = ...,
+        member_status: Global___MemberStatusFilter.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_hidden", b"_hidden", "_protected", b"_protected", "_size_max", b"_size_max", "_size_min", b"_size_min", "hidden", b"hidden", "protected", b"protected", "size_max", b"size_max", "size_min", b"size_min"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hidden", b"_hidden", "_protected", b"_protected", "_size_max", b"_size_max", "_size_min", b"_size_min", "container_format", b"container_format", "disk_format", b"disk_format", "hidden", b"hidden", "name", b"name", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "properties", b"properties", "protected", b"protected", "size_max", b"size_max", "size_min", b"size_min", "sort_direction", b"sort_direction", "sort_key", b"sort_key", "status", b"status", "tags", b"tags", "view", b"view", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hidden", b"_hidden", "_protected", b"_protected", "_size_max", b"_size_max", "_size_min", b"_size_min", "container_format", b"container_format", "disk_format", b"disk_format", "hidden", b"hidden", "member_status", b"member_status", "name", b"name", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "properties", b"properties", "protected", b"protected", "size_max", b"size_max", "size_min", b"size_min", "sort_direction", b"sort_direction", "sort_key", b"sort_key", "status", b"status", "tags", b"tags", "view", b"view", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__hidden: _TypeAlias = _typing.Literal["hidden"]  # noqa: Y015
     _WhichOneofArgType__hidden: _TypeAlias = _typing.Literal["_hidden", b"_hidden"]  # noqa: Y015
@@ -1203,3 +1330,831 @@ class RemoveImageTagResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveImageTagResponse: _TypeAlias = RemoveImageTagResponse  # noqa: Y015
+
+@_typing.final
+class ImageMember(_message.Message):
+    """ImageMember is a project an image is shared with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the shared image."""
+    member_id: _builtins.str
+    """The member's project id."""
+    status: Global___MemberStatus.ValueType
+    """Whether the member accepted the image."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the image was shared with the project."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the membership last changed."""
+
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        status: Global___MemberStatus.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "image_id", b"image_id", "member_id", b"member_id", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageMember: _TypeAlias = ImageMember  # noqa: Y015
+
+@_typing.final
+class CreateImageMemberRequest(_message.Message):
+    """CreateImageMemberRequest names an image and the project to share it with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image to share."""
+    member_id: _builtins.str
+    """The project id to share it with (at most 255 characters)."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImageMemberRequest: _TypeAlias = CreateImageMemberRequest  # noqa: Y015
+
+@_typing.final
+class CreateImageMemberResponse(_message.Message):
+    """CreateImageMemberResponse carries the new member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___ImageMember:
+        """The member, with status PENDING."""
+
+    def __init__(
+        self,
+        *,
+        member: Global___ImageMember | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImageMemberResponse: _TypeAlias = CreateImageMemberResponse  # noqa: Y015
+
+@_typing.final
+class ListImageMembersRequest(_message.Message):
+    """ListImageMembersRequest names the image whose members to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImageMembersRequest: _TypeAlias = ListImageMembersRequest  # noqa: Y015
+
+@_typing.final
+class ListImageMembersResponse(_message.Message):
+    """ListImageMembersResponse lists an image's members."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageMember]:
+        """The members the caller may see."""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___ImageMember] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImageMembersResponse: _TypeAlias = ListImageMembersResponse  # noqa: Y015
+
+@_typing.final
+class GetImageMemberRequest(_message.Message):
+    """GetImageMemberRequest names one member of an image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    member_id: _builtins.str
+    """The member's project id."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImageMemberRequest: _TypeAlias = GetImageMemberRequest  # noqa: Y015
+
+@_typing.final
+class GetImageMemberResponse(_message.Message):
+    """GetImageMemberResponse carries one member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___ImageMember:
+        """The member."""
+
+    def __init__(
+        self,
+        *,
+        member: Global___ImageMember | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImageMemberResponse: _TypeAlias = GetImageMemberResponse  # noqa: Y015
+
+@_typing.final
+class UpdateImageMemberRequest(_message.Message):
+    """UpdateImageMemberRequest sets a member's status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    member_id: _builtins.str
+    """The member's project id."""
+    status: Global___MemberStatus.ValueType
+    """The new status; MEMBER_STATUS_UNSPECIFIED is INVALID_ARGUMENT."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        status: Global___MemberStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "member_id", b"member_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateImageMemberRequest: _TypeAlias = UpdateImageMemberRequest  # noqa: Y015
+
+@_typing.final
+class UpdateImageMemberResponse(_message.Message):
+    """UpdateImageMemberResponse carries the member after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def member(self) -> Global___ImageMember:
+        """The changed member."""
+
+    def __init__(
+        self,
+        *,
+        member: Global___ImageMember | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateImageMemberResponse: _TypeAlias = UpdateImageMemberResponse  # noqa: Y015
+
+@_typing.final
+class DeleteImageMemberRequest(_message.Message):
+    """DeleteImageMemberRequest names the member to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    member_id: _builtins.str
+    """The member's project id."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageMemberRequest: _TypeAlias = DeleteImageMemberRequest  # noqa: Y015
+
+@_typing.final
+class DeleteImageMemberResponse(_message.Message):
+    """DeleteImageMemberResponse confirms that the image is no longer shared with
+    the project.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageMemberResponse: _TypeAlias = DeleteImageMemberResponse  # noqa: Y015
+
+@_typing.final
+class Store(_message.Message):
+    """Store is one of the places Glance keeps image data in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The store's id, e.g. "file"; what ImageSpec.store and the import RPCs
+    take.
+    """
+    description: _builtins.str
+    """The operator's description of the store."""
+    is_default: _builtins.bool
+    """Whether data goes here when no store is named."""
+    read_only: _builtins.bool
+    """Whether the store only serves data (no uploads or imports to it)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        description: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "is_default", b"is_default", "read_only", b"read_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Store: _TypeAlias = Store  # noqa: Y015
+
+@_typing.final
+class ListStoresRequest(_message.Message):
+    """ListStoresRequest asks for Glance's stores."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoresRequest: _TypeAlias = ListStoresRequest  # noqa: Y015
+
+@_typing.final
+class ListStoresResponse(_message.Message):
+    """ListStoresResponse lists Glance's stores."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stores(self) -> _containers.RepeatedCompositeFieldContainer[Global___Store]:
+        """Every store, in Glance's order. Empty when Glance has a single,
+        unnamed store.
+        """
+
+    def __init__(
+        self,
+        *,
+        stores: _abc.Iterable[Global___Store] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stores", b"stores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoresResponse: _TypeAlias = ListStoresResponse  # noqa: Y015
+
+@_typing.final
+class DeleteImageFromStoreRequest(_message.Message):
+    """DeleteImageFromStoreRequest names an image and the store to remove its
+    data from.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    STORE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    store_id: _builtins.str
+    """The store's id, as in Store.id."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        store_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "store_id", b"store_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageFromStoreRequest: _TypeAlias = DeleteImageFromStoreRequest  # noqa: Y015
+
+@_typing.final
+class DeleteImageFromStoreResponse(_message.Message):
+    """DeleteImageFromStoreResponse confirms that the store no longer holds the
+    image's data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteImageFromStoreResponse: _TypeAlias = DeleteImageFromStoreResponse  # noqa: Y015
+
+@_typing.final
+class StageImageDataRequest(_message.Message):
+    """StageImageDataRequest is one message of a staging upload: first the spec,
+    then data, then optionally a finish (as AddImageRequest).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    FINISH_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """A chunk of image data, in order. Only after the spec."""
+    @_builtins.property
+    def spec(self) -> Global___StageSpec:
+        """What to stage into. Must be the first message, and only it."""
+
+    @_builtins.property
+    def finish(self) -> Global___UploadFinish:
+        """Ends the data, optionally with digests. Must be the last message."""
+
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        spec: Global___StageSpec | None = ...,
+        finish: Global___UploadFinish | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "data", b"data", "finish", b"finish", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "data", b"data", "finish", b"finish", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["data", "spec", "finish"]  # noqa: Y015
+    _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
+
+Global___StageImageDataRequest: _TypeAlias = StageImageDataRequest  # noqa: Y015
+
+@_typing.final
+class StageSpec(_message.Message):
+    """StageSpec names the image to stage data for and how to check the data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    EXPECTED_SHA512_FIELD_NUMBER: _builtins.int
+    EXPECTED_MD5_FIELD_NUMBER: _builtins.int
+    ENDS_WITH_FINISH_FIELD_NUMBER: _builtins.int
+    FINISH_DIGESTS_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of an existing image in status "queued"."""
+    size: _builtins.int
+    """The exact number of data bytes that will follow (as ImageSpec.size)."""
+    expected_sha512: _builtins.str
+    """Expected SHA-512 hex digest of the data (as ImageSpec.expected_sha512)."""
+    expected_md5: _builtins.str
+    """Expected MD5 hex digest of the data (as ImageSpec.expected_md5)."""
+    ends_with_finish: _builtins.bool
+    """The client will end the data with an UploadFinish (as
+    ImageSpec.ends_with_finish).
+    """
+    @_builtins.property
+    def finish_digests(self) -> _containers.RepeatedScalarFieldContainer[Global___DigestAlgorithm.ValueType]:
+        """Digests the client will send in UploadFinish (as
+        ImageSpec.finish_digests). Implies ends_with_finish.
+        """
+
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        size: _builtins.int | None = ...,
+        expected_sha512: _builtins.str = ...,
+        expected_md5: _builtins.str = ...,
+        ends_with_finish: _builtins.bool = ...,
+        finish_digests: _abc.Iterable[Global___DigestAlgorithm.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "ends_with_finish", b"ends_with_finish", "expected_md5", b"expected_md5", "expected_sha512", b"expected_sha512", "finish_digests", b"finish_digests", "image_id", b"image_id", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__size: _TypeAlias = _typing.Literal["size"]  # noqa: Y015
+    _WhichOneofArgType__size: _TypeAlias = _typing.Literal["_size", b"_size"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__size) -> _WhichOneofReturnType__size | None: ...
+
+Global___StageSpec: _TypeAlias = StageSpec  # noqa: Y015
+
+@_typing.final
+class StageImageDataResponse(_message.Message):
+    """StageImageDataResponse carries the image once its data is staged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The image, in status "uploading"."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageImageDataResponse: _TypeAlias = StageImageDataResponse  # noqa: Y015
+
+@_typing.final
+class ImportImageRequest(_message.Message):
+    """ImportImageRequest starts an import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    STORES_FIELD_NUMBER: _builtins.int
+    ALL_STORES_FIELD_NUMBER: _builtins.int
+    ALL_STORES_MUST_SUCCEED_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    method: Global___ImportMethod.ValueType
+    """How Glance gets the data."""
+    uri: _builtins.str
+    """For WEB_DOWNLOAD only: the http(s) URI Glance fetches the data from.
+    Glance refuses URIs its import filtering does not allow
+    (INVALID_ARGUMENT).
+    """
+    all_stores: _builtins.bool
+    """Import into every store Glance has (instead of stores)."""
+    all_stores_must_succeed: _builtins.bool
+    """With several stores: true (Glance's default when unset) fails the whole
+    import when one store fails; false keeps the stores that succeeded and
+    reports the others in WatchImageImportResponse.failed_stores.
+    """
+    @_builtins.property
+    def stores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The stores to import into; empty means Glance's default store (or, for
+        COPY_IMAGE, is INVALID_ARGUMENT unless all_stores).
+        """
+
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        method: Global___ImportMethod.ValueType = ...,
+        uri: _builtins.str = ...,
+        stores: _abc.Iterable[_builtins.str] | None = ...,
+        all_stores: _builtins.bool = ...,
+        all_stores_must_succeed: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_all_stores_must_succeed", b"_all_stores_must_succeed", "all_stores_must_succeed", b"all_stores_must_succeed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_all_stores_must_succeed", b"_all_stores_must_succeed", "all_stores", b"all_stores", "all_stores_must_succeed", b"all_stores_must_succeed", "image_id", b"image_id", "method", b"method", "stores", b"stores", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__all_stores_must_succeed: _TypeAlias = _typing.Literal["all_stores_must_succeed"]  # noqa: Y015
+    _WhichOneofArgType__all_stores_must_succeed: _TypeAlias = _typing.Literal["_all_stores_must_succeed", b"_all_stores_must_succeed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__all_stores_must_succeed) -> _WhichOneofReturnType__all_stores_must_succeed | None: ...
+
+Global___ImportImageRequest: _TypeAlias = ImportImageRequest  # noqa: Y015
+
+@_typing.final
+class ImportImageResponse(_message.Message):
+    """ImportImageResponse confirms that Glance accepted the import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportImageResponse: _TypeAlias = ImportImageResponse  # noqa: Y015
+
+@_typing.final
+class WatchImageImportRequest(_message.Message):
+    """WatchImageImportRequest names the image whose import to follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchImageImportRequest: _TypeAlias = WatchImageImportRequest  # noqa: Y015
+
+@_typing.final
+class WatchImageImportResponse(_message.Message):
+    """WatchImageImportResponse is the image at one step of its import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    IMPORTING_TO_STORES_FIELD_NUMBER: _builtins.int
+    FAILED_STORES_FIELD_NUMBER: _builtins.int
+    state: Global___ImportState.ValueType
+    """Where the import stands; the last message of the stream has SUCCEEDED or
+    FAILED unless the deadline ended it first.
+    """
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """The image as Glance shows it now."""
+
+    @_builtins.property
+    def importing_to_stores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stores Glance is still importing into (os_glance_importing_to_stores)."""
+
+    @_builtins.property
+    def failed_stores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stores whose import failed (os_glance_failed_import)."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___Image | None = ...,
+        state: Global___ImportState.ValueType = ...,
+        importing_to_stores: _abc.Iterable[_builtins.str] | None = ...,
+        failed_stores: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_stores", b"failed_stores", "image", b"image", "importing_to_stores", b"importing_to_stores", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchImageImportResponse: _TypeAlias = WatchImageImportResponse  # noqa: Y015
+
+@_typing.final
+class DeactivateImageRequest(_message.Message):
+    """DeactivateImageRequest names the image to deactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateImageRequest: _TypeAlias = DeactivateImageRequest  # noqa: Y015
+
+@_typing.final
+class DeactivateImageResponse(_message.Message):
+    """DeactivateImageResponse confirms that the image is deactivated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeactivateImageResponse: _TypeAlias = DeactivateImageResponse  # noqa: Y015
+
+@_typing.final
+class ReactivateImageRequest(_message.Message):
+    """ReactivateImageRequest names the image to reactivate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The id (a UUID) of the image."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactivateImageRequest: _TypeAlias = ReactivateImageRequest  # noqa: Y015
+
+@_typing.final
+class ReactivateImageResponse(_message.Message):
+    """ReactivateImageResponse confirms that the image is active again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactivateImageResponse: _TypeAlias = ReactivateImageResponse  # noqa: Y015
+
+@_typing.final
+class GetQuotaUsageRequest(_message.Message):
+    """GetQuotaUsageRequest asks for the caller's project's quota usage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaUsageRequest: _TypeAlias = GetQuotaUsageRequest  # noqa: Y015
+
+@_typing.final
+class QuotaUsage(_message.Message):
+    """QuotaUsage is one quota: its limit and how much of it is used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    usage: _builtins.int
+    """How much the project uses (images, or MiB for the size quotas)."""
+    limit: _builtins.int
+    """The project's limit, in the same unit."""
+    def __init__(
+        self,
+        *,
+        usage: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaUsage: _TypeAlias = QuotaUsage  # noqa: Y015
+
+@_typing.final
+class GetQuotaUsageResponse(_message.Message):
+    """GetQuotaUsageResponse carries the usage of each quota Glance enforces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class UsageEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___QuotaUsage: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___QuotaUsage | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    USAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def usage(self) -> _containers.MessageMap[_builtins.str, Global___QuotaUsage]:
+        """By Glance's quota name, e.g. "image_count_total", "image_size_total",
+        "image_stage_total", "image_count_uploading".
+        """
+
+    def __init__(
+        self,
+        *,
+        usage: _abc.Mapping[_builtins.str, Global___QuotaUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaUsageResponse: _TypeAlias = GetQuotaUsageResponse  # noqa: Y015

@@ -76,6 +76,71 @@ class ImageServiceStub:
                 request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagRequest.SerializeToString,
                 response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagResponse.FromString,
                 _registered_method=True)
+        self.CreateImageMember = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/CreateImageMember',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.CreateImageMemberRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.CreateImageMemberResponse.FromString,
+                _registered_method=True)
+        self.ListImageMembers = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/ListImageMembers',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListImageMembersRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListImageMembersResponse.FromString,
+                _registered_method=True)
+        self.GetImageMember = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/GetImageMember',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetImageMemberRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetImageMemberResponse.FromString,
+                _registered_method=True)
+        self.UpdateImageMember = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/UpdateImageMember',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.UpdateImageMemberRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.UpdateImageMemberResponse.FromString,
+                _registered_method=True)
+        self.DeleteImageMember = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/DeleteImageMember',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageMemberRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageMemberResponse.FromString,
+                _registered_method=True)
+        self.ListStores = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/ListStores',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListStoresRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListStoresResponse.FromString,
+                _registered_method=True)
+        self.DeleteImageFromStore = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/DeleteImageFromStore',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageFromStoreRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageFromStoreResponse.FromString,
+                _registered_method=True)
+        self.StageImageData = channel.stream_unary(
+                '/glance.gateway.v1.ImageService/StageImageData',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.StageImageDataRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.StageImageDataResponse.FromString,
+                _registered_method=True)
+        self.ImportImage = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/ImportImage',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ImportImageRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ImportImageResponse.FromString,
+                _registered_method=True)
+        self.WatchImageImport = channel.unary_stream(
+                '/glance.gateway.v1.ImageService/WatchImageImport',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.WatchImageImportRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.WatchImageImportResponse.FromString,
+                _registered_method=True)
+        self.DeactivateImage = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/DeactivateImage',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeactivateImageRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeactivateImageResponse.FromString,
+                _registered_method=True)
+        self.ReactivateImage = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/ReactivateImage',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ReactivateImageRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ReactivateImageResponse.FromString,
+                _registered_method=True)
+        self.GetQuotaUsage = channel.unary_unary(
+                '/glance.gateway.v1.ImageService/GetQuotaUsage',
+                request_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetQuotaUsageRequest.SerializeToString,
+                response_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetQuotaUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -154,6 +219,123 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateImageMember(self, request, context):
+        """CreateImageMember shares an image with another project: the project
+        becomes a member with status PENDING and sees the image in its listings
+        once it accepts (UpdateImageMember). Only an image whose visibility is
+        SHARED can have members: any other is FAILED_PRECONDITION. A project that
+        is already a member is ALREADY_EXISTS; more members than Glance's quota
+        is RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImageMembers(self, request, context):
+        """ListImageMembers lists the projects an image is shared with. The owner
+        sees every member; a member sees only itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageMember(self, request, context):
+        """GetImageMember returns one member of an image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateImageMember(self, request, context):
+        """UpdateImageMember sets a member's status (accept or reject a shared
+        image). Only the member project itself may: the owner gets
+        PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImageMember(self, request, context):
+        """DeleteImageMember stops sharing an image with a project.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStores(self, request, context):
+        """ListStores lists the stores Glance can keep image data in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImageFromStore(self, request, context):
+        """DeleteImageFromStore deletes an image's data from one store, leaving the
+        image and its data in its other stores. Deleting the data from the only
+        store that holds it is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StageImageData(self, request_iterator, context):
+        """StageImageData uploads data for an interoperable import (Glance's
+        staging area): the first message carries a StageSpec naming an existing
+        queued image, every later message a chunk of data, and an optional last
+        UploadFinish, exactly as AddImage. The data is verified and bounded like
+        AddImage's; a call that fails leaves no staged data behind and the image
+        back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportImage(self, request, context):
+        """ImportImage starts an interoperable import: GLANCE_DIRECT (the staged
+        data), WEB_DOWNLOAD (Glance fetches a URI) or COPY_IMAGE (an active
+        image's data copied to more stores). Glance works asynchronously: the call
+        returns once Glance accepted the import; follow it with WatchImageImport.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchImageImport(self, request, context):
+        """WatchImageImport follows an image's import: it sends the image at once,
+        then again each time its status or its import progress changes, and ends
+        when the import has finished or failed (or at the call's deadline).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivateImage(self, request, context):
+        """DeactivateImage makes an image's data unavailable for download (a
+        download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
+        admins and to members of the owning project; others get
+        PERMISSION_DENIED. Only an active (or already deactivated) image can be
+        deactivated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReactivateImage(self, request, context):
+        """ReactivateImage makes a deactivated image's data available again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuotaUsage(self, request, context):
+        """GetQuotaUsage returns the caller's project's usage of Glance's quotas.
+        Empty when Glance does not enforce per-project limits (Keystone unified
+        limits).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +378,71 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.RemoveImageTag,
                     request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagRequest.FromString,
                     response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagResponse.SerializeToString,
+            ),
+            'CreateImageMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateImageMember,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.CreateImageMemberRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.CreateImageMemberResponse.SerializeToString,
+            ),
+            'ListImageMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImageMembers,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListImageMembersRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListImageMembersResponse.SerializeToString,
+            ),
+            'GetImageMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageMember,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetImageMemberRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetImageMemberResponse.SerializeToString,
+            ),
+            'UpdateImageMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateImageMember,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.UpdateImageMemberRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.UpdateImageMemberResponse.SerializeToString,
+            ),
+            'DeleteImageMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImageMember,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageMemberRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageMemberResponse.SerializeToString,
+            ),
+            'ListStores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStores,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListStoresRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ListStoresResponse.SerializeToString,
+            ),
+            'DeleteImageFromStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImageFromStore,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageFromStoreRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageFromStoreResponse.SerializeToString,
+            ),
+            'StageImageData': grpc.stream_unary_rpc_method_handler(
+                    servicer.StageImageData,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.StageImageDataRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.StageImageDataResponse.SerializeToString,
+            ),
+            'ImportImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportImage,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ImportImageRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ImportImageResponse.SerializeToString,
+            ),
+            'WatchImageImport': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchImageImport,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.WatchImageImportRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.WatchImageImportResponse.SerializeToString,
+            ),
+            'DeactivateImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivateImage,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeactivateImageRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.DeactivateImageResponse.SerializeToString,
+            ),
+            'ReactivateImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReactivateImage,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ReactivateImageRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.ReactivateImageResponse.SerializeToString,
+            ),
+            'GetQuotaUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotaUsage,
+                    request_deserializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetQuotaUsageRequest.FromString,
+                    response_serializer=glance_dot_gateway_dot_v1_dot_image__service__pb2.GetQuotaUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -416,6 +663,357 @@ class ImageService:
             '/glance.gateway.v1.ImageService/RemoveImageTag',
             glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagRequest.SerializeToString,
             glance_dot_gateway_dot_v1_dot_image__service__pb2.RemoveImageTagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImageMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/CreateImageMember',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.CreateImageMemberRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.CreateImageMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImageMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/ListImageMembers',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ListImageMembersRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ListImageMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/GetImageMember',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.GetImageMemberRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.GetImageMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateImageMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/UpdateImageMember',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.UpdateImageMemberRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.UpdateImageMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImageMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/DeleteImageMember',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageMemberRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/ListStores',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ListStoresRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ListStoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImageFromStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/DeleteImageFromStore',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageFromStoreRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.DeleteImageFromStoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StageImageData(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/glance.gateway.v1.ImageService/StageImageData',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.StageImageDataRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.StageImageDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/ImportImage',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ImportImageRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ImportImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchImageImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/WatchImageImport',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.WatchImageImportRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.WatchImageImportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/DeactivateImage',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.DeactivateImageRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.DeactivateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReactivateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/ReactivateImage',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ReactivateImageRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.ReactivateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotaUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/glance.gateway.v1.ImageService/GetQuotaUsage',
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.GetQuotaUsageRequest.SerializeToString,
+            glance_dot_gateway_dot_v1_dot_image__service__pb2.GetQuotaUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,67 @@ class ImageServiceStub:
     """RemoveImageTag removes one tag from an image in one step. A tag the image
     does not have is NOT_FOUND, as is a missing image.
     """
+    CreateImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.CreateImageMemberRequest, _image_service_pb2.CreateImageMemberResponse]
+    """CreateImageMember shares an image with another project: the project
+    becomes a member with status PENDING and sees the image in its listings
+    once it accepts (UpdateImageMember). Only an image whose visibility is
+    SHARED can have members: any other is FAILED_PRECONDITION. A project that
+    is already a member is ALREADY_EXISTS; more members than Glance's quota
+    is RESOURCE_EXHAUSTED.
+    """
+    ListImageMembers: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ListImageMembersRequest, _image_service_pb2.ListImageMembersResponse]
+    """ListImageMembers lists the projects an image is shared with. The owner
+    sees every member; a member sees only itself.
+    """
+    GetImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.GetImageMemberRequest, _image_service_pb2.GetImageMemberResponse]
+    """GetImageMember returns one member of an image."""
+    UpdateImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.UpdateImageMemberRequest, _image_service_pb2.UpdateImageMemberResponse]
+    """UpdateImageMember sets a member's status (accept or reject a shared
+    image). Only the member project itself may: the owner gets
+    PERMISSION_DENIED.
+    """
+    DeleteImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageMemberRequest, _image_service_pb2.DeleteImageMemberResponse]
+    """DeleteImageMember stops sharing an image with a project."""
+    ListStores: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ListStoresRequest, _image_service_pb2.ListStoresResponse]
+    """ListStores lists the stores Glance can keep image data in."""
+    DeleteImageFromStore: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageFromStoreRequest, _image_service_pb2.DeleteImageFromStoreResponse]
+    """DeleteImageFromStore deletes an image's data from one store, leaving the
+    image and its data in its other stores. Deleting the data from the only
+    store that holds it is FAILED_PRECONDITION.
+    """
+    StageImageData: _grpc.StreamUnaryMultiCallable[_image_service_pb2.StageImageDataRequest, _image_service_pb2.StageImageDataResponse]
+    """StageImageData uploads data for an interoperable import (Glance's
+    staging area): the first message carries a StageSpec naming an existing
+    queued image, every later message a chunk of data, and an optional last
+    UploadFinish, exactly as AddImage. The data is verified and bounded like
+    AddImage's; a call that fails leaves no staged data behind and the image
+    back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+    """
+    ImportImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ImportImageRequest, _image_service_pb2.ImportImageResponse]
+    """ImportImage starts an interoperable import: GLANCE_DIRECT (the staged
+    data), WEB_DOWNLOAD (Glance fetches a URI) or COPY_IMAGE (an active
+    image's data copied to more stores). Glance works asynchronously: the call
+    returns once Glance accepted the import; follow it with WatchImageImport.
+    """
+    WatchImageImport: _grpc.UnaryStreamMultiCallable[_image_service_pb2.WatchImageImportRequest, _image_service_pb2.WatchImageImportResponse]
+    """WatchImageImport follows an image's import: it sends the image at once,
+    then again each time its status or its import progress changes, and ends
+    when the import has finished or failed (or at the call's deadline).
+    """
+    DeactivateImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeactivateImageRequest, _image_service_pb2.DeactivateImageResponse]
+    """DeactivateImage makes an image's data unavailable for download (a
+    download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
+    admins and to members of the owning project; others get
+    PERMISSION_DENIED. Only an active (or already deactivated) image can be
+    deactivated.
+    """
+    ReactivateImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ReactivateImageRequest, _image_service_pb2.ReactivateImageResponse]
+    """ReactivateImage makes a deactivated image's data available again."""
+    GetQuotaUsage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.GetQuotaUsageRequest, _image_service_pb2.GetQuotaUsageResponse]
+    """GetQuotaUsage returns the caller's project's usage of Glance's quotas.
+    Empty when Glance does not enforce per-project limits (Keystone unified
+    limits).
+    """
 
 @_typing.type_check_only
 class ImageServiceAsyncStub(ImageServiceStub):
@@ -129,6 +190,67 @@ class ImageServiceAsyncStub(ImageServiceStub):
     RemoveImageTag: _aio.UnaryUnaryMultiCallable[_image_service_pb2.RemoveImageTagRequest, _image_service_pb2.RemoveImageTagResponse]  # type: ignore[assignment]
     """RemoveImageTag removes one tag from an image in one step. A tag the image
     does not have is NOT_FOUND, as is a missing image.
+    """
+    CreateImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.CreateImageMemberRequest, _image_service_pb2.CreateImageMemberResponse]  # type: ignore[assignment]
+    """CreateImageMember shares an image with another project: the project
+    becomes a member with status PENDING and sees the image in its listings
+    once it accepts (UpdateImageMember). Only an image whose visibility is
+    SHARED can have members: any other is FAILED_PRECONDITION. A project that
+    is already a member is ALREADY_EXISTS; more members than Glance's quota
+    is RESOURCE_EXHAUSTED.
+    """
+    ListImageMembers: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ListImageMembersRequest, _image_service_pb2.ListImageMembersResponse]  # type: ignore[assignment]
+    """ListImageMembers lists the projects an image is shared with. The owner
+    sees every member; a member sees only itself.
+    """
+    GetImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.GetImageMemberRequest, _image_service_pb2.GetImageMemberResponse]  # type: ignore[assignment]
+    """GetImageMember returns one member of an image."""
+    UpdateImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.UpdateImageMemberRequest, _image_service_pb2.UpdateImageMemberResponse]  # type: ignore[assignment]
+    """UpdateImageMember sets a member's status (accept or reject a shared
+    image). Only the member project itself may: the owner gets
+    PERMISSION_DENIED.
+    """
+    DeleteImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageMemberRequest, _image_service_pb2.DeleteImageMemberResponse]  # type: ignore[assignment]
+    """DeleteImageMember stops sharing an image with a project."""
+    ListStores: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ListStoresRequest, _image_service_pb2.ListStoresResponse]  # type: ignore[assignment]
+    """ListStores lists the stores Glance can keep image data in."""
+    DeleteImageFromStore: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageFromStoreRequest, _image_service_pb2.DeleteImageFromStoreResponse]  # type: ignore[assignment]
+    """DeleteImageFromStore deletes an image's data from one store, leaving the
+    image and its data in its other stores. Deleting the data from the only
+    store that holds it is FAILED_PRECONDITION.
+    """
+    StageImageData: _aio.StreamUnaryMultiCallable[_image_service_pb2.StageImageDataRequest, _image_service_pb2.StageImageDataResponse]  # type: ignore[assignment]
+    """StageImageData uploads data for an interoperable import (Glance's
+    staging area): the first message carries a StageSpec naming an existing
+    queued image, every later message a chunk of data, and an optional last
+    UploadFinish, exactly as AddImage. The data is verified and bounded like
+    AddImage's; a call that fails leaves no staged data behind and the image
+    back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+    """
+    ImportImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ImportImageRequest, _image_service_pb2.ImportImageResponse]  # type: ignore[assignment]
+    """ImportImage starts an interoperable import: GLANCE_DIRECT (the staged
+    data), WEB_DOWNLOAD (Glance fetches a URI) or COPY_IMAGE (an active
+    image's data copied to more stores). Glance works asynchronously: the call
+    returns once Glance accepted the import; follow it with WatchImageImport.
+    """
+    WatchImageImport: _aio.UnaryStreamMultiCallable[_image_service_pb2.WatchImageImportRequest, _image_service_pb2.WatchImageImportResponse]  # type: ignore[assignment]
+    """WatchImageImport follows an image's import: it sends the image at once,
+    then again each time its status or its import progress changes, and ends
+    when the import has finished or failed (or at the call's deadline).
+    """
+    DeactivateImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeactivateImageRequest, _image_service_pb2.DeactivateImageResponse]  # type: ignore[assignment]
+    """DeactivateImage makes an image's data unavailable for download (a
+    download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
+    admins and to members of the owning project; others get
+    PERMISSION_DENIED. Only an active (or already deactivated) image can be
+    deactivated.
+    """
+    ReactivateImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ReactivateImageRequest, _image_service_pb2.ReactivateImageResponse]  # type: ignore[assignment]
+    """ReactivateImage makes a deactivated image's data available again."""
+    GetQuotaUsage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.GetQuotaUsageRequest, _image_service_pb2.GetQuotaUsageResponse]  # type: ignore[assignment]
+    """GetQuotaUsage returns the caller's project's usage of Glance's quotas.
+    Empty when Glance does not enforce per-project limits (Keystone unified
+    limits).
     """
 
 class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -219,6 +341,145 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_image_service_pb2.RemoveImageTagResponse, _abc.Awaitable[_image_service_pb2.RemoveImageTagResponse]]:
         """RemoveImageTag removes one tag from an image in one step. A tag the image
         does not have is NOT_FOUND, as is a missing image.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateImageMember(
+        self,
+        request: _image_service_pb2.CreateImageMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.CreateImageMemberResponse, _abc.Awaitable[_image_service_pb2.CreateImageMemberResponse]]:
+        """CreateImageMember shares an image with another project: the project
+        becomes a member with status PENDING and sees the image in its listings
+        once it accepts (UpdateImageMember). Only an image whose visibility is
+        SHARED can have members: any other is FAILED_PRECONDITION. A project that
+        is already a member is ALREADY_EXISTS; more members than Glance's quota
+        is RESOURCE_EXHAUSTED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListImageMembers(
+        self,
+        request: _image_service_pb2.ListImageMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.ListImageMembersResponse, _abc.Awaitable[_image_service_pb2.ListImageMembersResponse]]:
+        """ListImageMembers lists the projects an image is shared with. The owner
+        sees every member; a member sees only itself.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImageMember(
+        self,
+        request: _image_service_pb2.GetImageMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.GetImageMemberResponse, _abc.Awaitable[_image_service_pb2.GetImageMemberResponse]]:
+        """GetImageMember returns one member of an image."""
+
+    @_abc_1.abstractmethod
+    def UpdateImageMember(
+        self,
+        request: _image_service_pb2.UpdateImageMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.UpdateImageMemberResponse, _abc.Awaitable[_image_service_pb2.UpdateImageMemberResponse]]:
+        """UpdateImageMember sets a member's status (accept or reject a shared
+        image). Only the member project itself may: the owner gets
+        PERMISSION_DENIED.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteImageMember(
+        self,
+        request: _image_service_pb2.DeleteImageMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.DeleteImageMemberResponse, _abc.Awaitable[_image_service_pb2.DeleteImageMemberResponse]]:
+        """DeleteImageMember stops sharing an image with a project."""
+
+    @_abc_1.abstractmethod
+    def ListStores(
+        self,
+        request: _image_service_pb2.ListStoresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.ListStoresResponse, _abc.Awaitable[_image_service_pb2.ListStoresResponse]]:
+        """ListStores lists the stores Glance can keep image data in."""
+
+    @_abc_1.abstractmethod
+    def DeleteImageFromStore(
+        self,
+        request: _image_service_pb2.DeleteImageFromStoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.DeleteImageFromStoreResponse, _abc.Awaitable[_image_service_pb2.DeleteImageFromStoreResponse]]:
+        """DeleteImageFromStore deletes an image's data from one store, leaving the
+        image and its data in its other stores. Deleting the data from the only
+        store that holds it is FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def StageImageData(
+        self,
+        request_iterator: _MaybeAsyncIterator[_image_service_pb2.StageImageDataRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.StageImageDataResponse, _abc.Awaitable[_image_service_pb2.StageImageDataResponse]]:
+        """StageImageData uploads data for an interoperable import (Glance's
+        staging area): the first message carries a StageSpec naming an existing
+        queued image, every later message a chunk of data, and an optional last
+        UploadFinish, exactly as AddImage. The data is verified and bounded like
+        AddImage's; a call that fails leaves no staged data behind and the image
+        back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportImage(
+        self,
+        request: _image_service_pb2.ImportImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.ImportImageResponse, _abc.Awaitable[_image_service_pb2.ImportImageResponse]]:
+        """ImportImage starts an interoperable import: GLANCE_DIRECT (the staged
+        data), WEB_DOWNLOAD (Glance fetches a URI) or COPY_IMAGE (an active
+        image's data copied to more stores). Glance works asynchronously: the call
+        returns once Glance accepted the import; follow it with WatchImageImport.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchImageImport(
+        self,
+        request: _image_service_pb2.WatchImageImportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_image_service_pb2.WatchImageImportResponse], _abc.AsyncIterator[_image_service_pb2.WatchImageImportResponse]]:
+        """WatchImageImport follows an image's import: it sends the image at once,
+        then again each time its status or its import progress changes, and ends
+        when the import has finished or failed (or at the call's deadline).
+        """
+
+    @_abc_1.abstractmethod
+    def DeactivateImage(
+        self,
+        request: _image_service_pb2.DeactivateImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.DeactivateImageResponse, _abc.Awaitable[_image_service_pb2.DeactivateImageResponse]]:
+        """DeactivateImage makes an image's data unavailable for download (a
+        download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
+        admins and to members of the owning project; others get
+        PERMISSION_DENIED. Only an active (or already deactivated) image can be
+        deactivated.
+        """
+
+    @_abc_1.abstractmethod
+    def ReactivateImage(
+        self,
+        request: _image_service_pb2.ReactivateImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.ReactivateImageResponse, _abc.Awaitable[_image_service_pb2.ReactivateImageResponse]]:
+        """ReactivateImage makes a deactivated image's data available again."""
+
+    @_abc_1.abstractmethod
+    def GetQuotaUsage(
+        self,
+        request: _image_service_pb2.GetQuotaUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_image_service_pb2.GetQuotaUsageResponse, _abc.Awaitable[_image_service_pb2.GetQuotaUsageResponse]]:
+        """GetQuotaUsage returns the caller's project's usage of Glance's quotas.
+        Empty when Glance does not enforce per-project limits (Keystone unified
+        limits).
         """
 
 def add_ImageServiceServicer_to_server(servicer: ImageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,11 +1,10 @@
-"""The one place that converts between Glance's image JSON and the gateway's protobuf messages."""
+"""Glance's image JSON to the Image message and back (the create body), and the enum tables both use."""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from google.protobuf import timestamp_pb2
 
@@ -190,160 +189,7 @@ def _visibility(spec: pb.ImageSpec) -> str:
     return "public" if is_public else "private"
 
 
-def list_query(request: pb.ListImagesRequest) -> list[tuple[str, str]]:
-    """Glance list filters and sort for a ListImagesRequest (without limit and marker)."""
-    query: list[tuple[str, str]] = []
-    if request.name:
-        validation.image_name(request.name)
-        # Glance reads "in:a,b" as a list; a name that looks like one is asked for literally.
-        query.append(("name", f'in:"{request.name}"' if request.name.startswith("in:") else request.name))
-    if request.status != pb.IMAGE_STATUS_UNSPECIFIED:
-        query.append(("status", _enum_value(STATUS_TO_GLANCE, request.status, "status")))
-    if request.visibility != pb.VISIBILITY_UNSPECIFIED:
-        query.append(("visibility", _enum_value(VISIBILITY_TO_GLANCE, request.visibility, "visibility")))
-    if request.owner:
-        query.append(("owner", _plain("owner", request.owner)))
-    query.extend(("tag", validation.tag(tag)) for tag in request.tags)
-    if request.disk_format:
-        query.append(("disk_format", validation.disk_or_container_format("disk_format", request.disk_format)))
-    if request.container_format:
-        query.append(
-            (
-                "container_format",
-                validation.disk_or_container_format("container_format", request.container_format),
-            )
-        )
-    for bound in ("size_min", "size_max"):
-        if request.HasField(bound):
-            value = getattr(request, bound)
-            if value < 0:
-                raise invalid_argument("INVALID_SIZE_FILTER", f"{bound} must not be negative")
-            query.append((bound, str(value)))
-    if request.HasField("hidden"):
-        query.append(("os_hidden", _flag(request.hidden)))
-    if request.HasField("protected"):
-        query.append(("protected", _flag(request.protected)))
-    for key, value in sorted(request.properties.items()):
-        if key in validation.LIST_PARAMETERS:
-            raise invalid_argument("INVALID_PROPERTY", f"{key!r} cannot be used as a property filter")
-        query.append((validation.property_key(key), validation.property_value(key, value)))
-    if request.sort_key != pb.SORT_KEY_UNSPECIFIED or request.sort_direction != pb.SORT_DIRECTION_UNSPECIFIED:
-        key = _enum_value(SORT_KEYS, request.sort_key, "sort_key") if request.sort_key else "created_at"
-        direction = (
-            _enum_value(SORT_DIRECTIONS, request.sort_direction, "sort_direction")
-            if request.sort_direction
-            else "desc"
-        )
-        query.append(("sort_key", key))
-        query.append(("sort_dir", direction))
-    # Checked here, before the servicer decodes it: the token's marker joins this query.
-    validation.page_token(request.page_token)
-    if len(urlencode(query)) > validation.MAX_LIST_QUERY:
-        raise invalid_argument(
-            "QUERY_TOO_LONG",
-            f"the filters make a Glance query longer than {validation.MAX_LIST_QUERY} characters",
-        )
-    return query
-
-
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _enum_value(table: dict[Any, str], value: int, field: str) -> str:
+def enum_value(table: dict[Any, str], value: int, field: str) -> str:
     if value not in table:
         raise invalid_argument("INVALID_ENUM", f"unknown {field} value {value}")
     return table[value]
-
-
-def _plain(field: str, value: str) -> str:
-    if len(value) > 255 or not value.isprintable():
-        raise invalid_argument("INVALID_FILTER", f"{field} must be printable and at most 255 characters")
-    return value
-
-
-# Mask paths that are plain attributes: proto field name -> Glance attribute.
-_SIMPLE_PATHS = {
-    "name": "name",
-    "visibility": "visibility",
-    "protected": "protected",
-    "hidden": "os_hidden",
-    "min_ram_mib": "min_ram",
-    "min_disk_gib": "min_disk",
-    "disk_format": "disk_format",
-    "container_format": "container_format",
-    "tags": "tags",
-}
-_READ_ONLY_PATHS = frozenset(
-    {"id", "status", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "owner",
-     "create_time", "update_time", "stores", "uri"}
-)  # fmt: skip
-
-
-def patch_needs_current(paths: list[str]) -> bool:
-    """Whether building the patch needs the image as it is now (to know which properties exist)."""
-    return any(path == "properties" or path.startswith("properties.") for path in paths)
-
-
-def patch_operations(image: pb.Image, paths: list[str], current: JsonObject | None) -> list[JsonObject]:
-    """The JSON patch (Glance's v2.1 media type) that applies `image`'s masked fields."""
-    if not paths:
-        raise invalid_argument("MISSING_UPDATE_MASK", "update_mask must name at least one field")
-    existing = set(custom_properties(current or {}))
-    operations: list[JsonObject] = []
-    for path in dict.fromkeys(paths):
-        if path in _SIMPLE_PATHS:
-            operations.append(
-                {"op": "replace", "path": f"/{_SIMPLE_PATHS[path]}", "value": _simple_value(image, path)}
-            )
-        elif path == "properties":
-            for key in sorted(existing - set(image.properties)):
-                operations.append({"op": "remove", "path": _pointer(key)})
-            for key, value in sorted(image.properties.items()):
-                operations.append(_set_property(key, value))
-        elif path.startswith("properties."):
-            key = path[len("properties.") :]
-            if key in image.properties:
-                operations.append(_set_property(key, image.properties[key]))
-            elif key in existing:
-                validation.property_key(key)
-                operations.append({"op": "remove", "path": _pointer(key)})
-            # else: clearing a property that is not there is already done.
-        elif path in _READ_ONLY_PATHS:
-            raise invalid_argument("READ_ONLY_FIELD", f"{path} cannot be changed", field=path)
-        else:
-            raise invalid_argument(
-                "UNKNOWN_FIELD",
-                f"update_mask names an unknown field {validation.quoted(path)}",
-                field=path[: validation.MAX_QUOTED],
-            )
-    return operations
-
-
-def _simple_value(image: pb.Image, path: str) -> object:
-    if path == "name":
-        return validation.image_name(image.name)
-    if path == "visibility":
-        return _enum_value(VISIBILITY_TO_GLANCE, image.visibility, "visibility")
-    if path in ("disk_format", "container_format"):
-        return validation.disk_or_container_format(path, getattr(image, path))
-    if path == "tags":
-        return sorted({validation.tag(tag) for tag in image.tags})
-    if path in ("min_ram_mib", "min_disk_gib") and getattr(image, path) < 0:
-        raise invalid_argument("INVALID_MINIMUM", f"{path} must not be negative")
-    value: object = getattr(image, path)
-    return value
-
-
-def _set_property(key: str, value: str) -> JsonObject:
-    # "add" on an existing property replaces it in Glance, so it serves for both.
-    return {
-        "op": "add",
-        "path": _pointer(validation.property_key(key)),
-        "value": validation.property_value(key, value),
-    }
-
-
-def _pointer(key: str) -> str:
-    """A JSON pointer (RFC 6901) to a top-level key."""
-    return "/" + key.replace("~", "~0").replace("/", "~1")
