@@ -1,4 +1,4 @@
-"""Admission of data streams: at most `max_streams` GetImage and AddImage calls at once, the rest refused.
+"""Admission of data streams: at most `max_streams` data streams (GetImage, AddImage, StageImageData) at once.
 
 A stream beyond the limit is refused at once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS), never queued: a
 queued AddImage would already hold up to its HTTP/2 receive window of data in the gateway's memory, and a
@@ -42,7 +42,8 @@ class Admission:
             raise from_outcome(
                 Failure.TOO_MANY_STREAMS,
                 None,
-                f"the gateway is serving its limit of {limiter.limit} GetImage/AddImage streams; "
+                f"the gateway is serving its limit of {limiter.limit} data streams (GetImage, AddImage, "
+                "StageImageData); "
                 "retry with backoff, or use another replica",
             )
         limiter.active += 1

@@ -145,7 +145,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "max_streams",
-        "most GetImage and AddImage streams served at once; more are refused at once with "
+        "most GetImage, AddImage and StageImageData streams served at once; more are refused at once with "
         "RESOURCE_EXHAUSTED (reason TOO_MANY_STREAMS), which bounds the memory of data in flight",
     ),
     Option(

@@ -52,7 +52,8 @@ class Failure(enum.Enum):
     SIZE_MISMATCH = "size_mismatch"
     # The gRPC client stopped reading a download, or sending an upload, for longer than the stall timeout.
     CLIENT_STALLED = "client_stalled"
-    # The gateway already serves --max-streams GetImage/AddImage streams; refused at once, never queued.
+    # The gateway already serves --max-streams data streams (GetImage, AddImage, StageImageData); refused at
+    # once, never queued.
     TOO_MANY_STREAMS = "too_many_streams"
     # Every one of the --max-connections upstream connections stayed busy: until the client's deadline
     # (GATEWAY_BUSY_PAST_DEADLINE) or, with no nearer deadline, for the whole --read-timeout (GATEWAY_BUSY).
@@ -84,6 +85,12 @@ C = grpc.StatusCode
 # First matching row wins: specific rows come before the general row for the same status.
 ERROR_TABLE: tuple[Rule, ...] = (
     Rule(400, C.INVALID_ARGUMENT, "UNKNOWN_STORE", Operation.UPLOAD, "store for identifier"),
+    # Import (POST .../import). Glance's import filtering refused a web-download URI (hosts, ports, schemes).
+    Rule(400, C.INVALID_ARGUMENT, "URI_NOT_ALLOWED", Operation.IMPORT, "does not pass filtering"),
+    # copy-image into a store that already holds the image's data.
+    Rule(400, C.ALREADY_EXISTS, "ALREADY_IN_STORE", Operation.IMPORT, "already present at store"),
+    # A method of the API that this Glance does not enable (enabled_import_methods).
+    Rule(400, C.UNIMPLEMENTED, "IMPORT_METHOD_NOT_ENABLED", Operation.IMPORT, "unknown import method name"),
     Rule(400, C.INVALID_ARGUMENT, "BAD_REQUEST"),
     Rule(401, C.UNAUTHENTICATED, "UNAUTHENTICATED"),
     Rule(403, C.INVALID_ARGUMENT, "READ_ONLY_ATTRIBUTE", None, "is read-only"),
@@ -93,9 +100,70 @@ ERROR_TABLE: tuple[Rule, ...] = (
     Rule(
         403, C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED", Operation.UPDATE, "only replaced for a queued image"
     ),
+    # Glance 33 answers these two with 403, not the 400 of its api-ref (domain Image.deactivate/reactivate).
+    Rule(
+        403,
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_ACTIVE",
+        Operation.DEACTIVATE,
+        "not allowed to deactivate image",
+    ),
+    Rule(
+        403,
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_DEACTIVATED",
+        Operation.REACTIVATE,
+        "not allowed to reactivate image",
+    ),
+    Rule(403, C.FAILED_PRECONDITION, "ONLY_STORE", Operation.DELETE_FROM_STORE, "only store containing it"),
+    # Glance 33's 403 for a member call on an image whose visibility is not "shared" (its policy refusals say
+    # "not authorized to complete ..." instead): the visibility is the caller's to change.
+    Rule(403, C.FAILED_PRECONDITION, "IMAGE_NOT_SHARED", Operation.LIST_MEMBERS, "only shared images have"),
+    Rule(
+        403,
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+        Operation.CREATE_MEMBER,
+        "not allowed to create member",
+    ),
+    Rule(
+        403,
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+        Operation.UPDATE_MEMBER,
+        "not allowed to update member",
+    ),
+    Rule(
+        403,
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+        Operation.DELETE_MEMBER,
+        "not allowed to delete member",
+    ),
     Rule(403, C.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    Rule(404, C.NOT_FOUND, "IMAGE_NOT_IN_STORE", Operation.DELETE_FROM_STORE, "is not stored in store"),
+    # Staging is glance-direct's first half; a Glance without glance-direct answers 404 to it.
+    Rule(404, C.UNIMPLEMENTED, "IMPORT_METHOD_NOT_ENABLED", Operation.STAGE, "not available at this site"),
     Rule(404, C.NOT_FOUND, "NOT_FOUND"),
     Rule(409, C.ALREADY_EXISTS, "IMAGE_ALREADY_EXISTS", Operation.CREATE),
+    # The same mistake as AddImage's unknown store, though Glance says it with another status here.
+    Rule(409, C.INVALID_ARGUMENT, "UNKNOWN_STORE", Operation.DELETE_FROM_STORE, "not available on this node"),
+    Rule(
+        409, C.FAILED_PRECONDITION, "IMAGE_NOT_ACTIVE", Operation.DELETE_FROM_STORE, "status is not 'active'"
+    ),
+    Rule(409, C.ALREADY_EXISTS, "MEMBER_ALREADY_EXISTS", Operation.CREATE_MEMBER),
+    Rule(409, C.FAILED_PRECONDITION, "NOT_STAGED", Operation.IMPORT, "needs to be staged"),
+    Rule(409, C.INVALID_ARGUMENT, "UNKNOWN_STORE", Operation.IMPORT, "store for identifier"),
+    Rule(409, C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED", Operation.IMPORT, "needs to be in 'queued' state"),
+    Rule(409, C.FAILED_PRECONDITION, "IMAGE_NOT_ACTIVE", Operation.IMPORT, "only images with status active"),
+    Rule(409, C.FAILED_PRECONDITION, "IMAGE_ALREADY_ACTIVE", Operation.IMPORT, "cannot be target for import"),
+    Rule(409, C.FAILED_PRECONDITION, "FORMAT_NOT_SET", Operation.IMPORT, "needs to be set before import"),
+    # Another import holds the image (its os_glance_import_task lock): wait for it, e.g. WatchImageImport.
+    Rule(409, C.FAILED_PRECONDITION, "IMPORT_IN_PROGRESS", Operation.IMPORT, "has active task"),
+    Rule(409, C.FAILED_PRECONDITION, "IMPORT_IN_PROGRESS", Operation.IMPORT, "is still in progress"),
+    # A queued image with staged data left behind (Glance crashed mid-import); a stage racing a status change.
+    Rule(409, C.FAILED_PRECONDITION, "ALREADY_STAGED", Operation.STAGE, "has data on staging"),
+    Rule(409, C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED", Operation.STAGE, "status transition from"),
     Rule(409, C.FAILED_PRECONDITION, "IMAGE_STATE_CONFLICT"),
     Rule(410, C.ABORTED, "IMAGE_GONE"),
     Rule(413, C.RESOURCE_EXHAUSTED, "LIMIT_EXCEEDED"),

@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.errors import Failure, Operation, from_outcome
 from gateway.glance_errors import error_from_response, remember_request_id, transport_errors
 from gateway.glance_exchange import GlanceExchange
+from gateway.glance_slots import ConnectionSlots
 from gateway.http_transport import AiohttpTransport
 from gateway.integrity import Chunk
 
@@ -67,10 +68,7 @@ class GlanceClient:
         # the next) and cost a third of the CPU of a metadata call (bench/NOTES.md).
         self._transport = transport
         self._base = settings.glance_base
-        # One slot per upstream connection, held from sending a request until its response is closed. The
-        # transport's pool has the same limit but can only say "connect timeout" when its wait runs out; a
-        # wait here knows it is the gateway that is busy, not Glance (GATEWAY_BUSY).
-        self._slots = asyncio.Semaphore(settings.max_connections)
+        self._slots = ConnectionSlots(settings.max_connections, settings.read_timeout)
 
     @property
     def base(self) -> str:
@@ -131,7 +129,7 @@ class GlanceClient:
         """Whether Glance answers at all, for the health service: any status below 500 to an unauthenticated
         GET /versions within `within` seconds. None when every connection is busy with calls: it cannot
         tell, and waiting for a connection would report an overloaded gateway as a dead Glance."""
-        if self._slots.locked():
+        if self._slots.all_busy():
             return None
         await self._slots.acquire()
         request = httpx.Request(
@@ -160,7 +158,9 @@ class GlanceClient:
         size: int | None,
         store: str | None,
         call: CallContext,
+        operation: Operation = Operation.UPLOAD,
     ) -> None:
+        """PUTs image data: the image's own (UPLOAD, /file) or its staging area's (STAGE, /stage)."""
         headers = {"Content-Type": "application/octet-stream"}
         if size is not None:
             # A known length lets Glance reject a short body instead of storing it.
@@ -168,8 +168,9 @@ class GlanceClient:
             headers["x-openstack-image-size"] = str(size)
         if store:
             headers["X-Image-Meta-Store"] = store
-        request = self._request("PUT", f"/v2/images/{image_id}/file", call, headers=headers, content=data)
-        await self._exchange(request, Operation.UPLOAD, call, image_id)
+        target = {Operation.UPLOAD: "file", Operation.STAGE: "stage"}[operation]
+        request = self._request("PUT", f"/v2/images/{image_id}/{target}", call, headers=headers, content=data)
+        await self._exchange(request, operation, call, image_id)
 
     @asynccontextmanager
     async def download(
@@ -224,37 +225,10 @@ class GlanceClient:
         )
 
     async def _take_slot(self, request: httpx.Request, operation: Operation, call: CallContext) -> None:
-        """Takes an upstream connection slot (the caller releases it), waiting for one while all are busy.
-
-        The wait lasts until the call's deadline, at most the read timeout; past it the call fails with
-        GATEWAY_BUSY (DEADLINE_EXCEEDED when it was the deadline, else UNAVAILABLE) with nothing sent.
-        """
-        slots = self._slots
-        if not slots.locked():
-            await slots.acquire()  # a free slot: returns without suspending
-            return
-        wait = self._settings.read_timeout
-        remaining = call.time_remaining()
-        deadline_first = remaining is not None and remaining <= wait
-        try:
-            async with asyncio.timeout(remaining if deadline_first else wait):
-                await slots.acquire()
-        except TimeoutError:
-            if deadline_first:
-                raise from_outcome(
-                    Failure.GATEWAY_BUSY_PAST_DEADLINE,
-                    operation,
-                    f"the call's deadline passed while the gateway waited for one of its "
-                    f"{self._settings.max_connections} connections to Glance (all busy); nothing was sent",
-                ) from None
-            raise from_outcome(
-                Failure.GATEWAY_BUSY,
-                operation,
-                f"all {self._settings.max_connections} of the gateway's connections to Glance stayed busy "
-                f"for {wait:g} s; nothing was sent, retry with backoff",
-            ) from None
-        # The timeouts were set when the request was made; the wait has used part of the deadline.
-        request.extensions["timeout"] = self._timeout(call).as_dict()
+        """Takes a connection slot (the caller releases it). A wait uses part of the deadline, so after one
+        the request's timeouts are set again."""
+        if await self._slots.take(operation, call):
+            request.extensions["timeout"] = self._timeout(call).as_dict()
 
     def _timeout(self, call: CallContext) -> httpx.Timeout:
         read = self._settings.read_timeout

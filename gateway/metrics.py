@@ -58,7 +58,7 @@ UPLOAD_BYTES = Counter(
 )
 STREAMS_IN_FLIGHT = Gauge(
     "glance_gateway_streams_in_flight",
-    "GetImage and AddImage streams being served (bounded by --max-streams).",
+    "GetImage, AddImage and StageImageData streams being served (bounded by --max-streams).",
     multiprocess_mode="livesum",
 )
 CHECKSUM_FAILURES = Counter(

@@ -1,6 +1,6 @@
-"""AddImage: an image record and its data, made so that a failed call leaves no image behind.
+"""AddImage and StageImageData: image data into Glance, made so that a failed call leaves nothing behind.
 
-The order of events, and why:
+AddImage, the order of events and why:
 1. The spec and the first data message are read and checked before Glance sees anything.
 2. The gateway picks the image id (unless the client did) and creates the record with the upload mark
    (upload_marker), which lets a sweep find it should this gateway die before the data is in. The create
@@ -8,118 +8,77 @@ The order of events, and why:
    carried out by Glance later (it waits in uWSGI's listen queue), and only a finished exchange tells
    whether the record exists.
 3. The data streams to Glance, counted and hashed; the last chunk is held back until the data has ended and
-   passed every check. The end is explicit when the client sends an UploadFinish; otherwise it is the end of
-   the request stream, which grpc.aio can also report for a cancelled client (best effort, see below).
+   passed every check (upload_stream.verified_body). The end is explicit when the client sends an
+   UploadFinish; otherwise it is the end of the request stream, which grpc.aio can also report for a
+   cancelled client (best effort, see upload_stream.CANCEL_SETTLE_SECONDS).
 4. A PATCH sets `protected` if asked (earlier, it would have blocked deleting a failed upload); the mark
    stays, and the sweep leaves marked images that have their data alone.
 Any failure from step 2 on hands the record to the Janitor, which deletes it once Glance lets it.
+
+StageImageData streams the same way into an existing queued image's staging area (PUT .../stage). The image
+is the client's, so a failure cannot delete it; Glance 33 has no call that removes staged data either. What
+keeps a failed stage clean is the held-back last chunk: the upstream request is cut off mid-body, and Glance
+then deletes the partial file and puts the image back to "queued" (image_data.stage, measured ~0.1 s). The
+call returns its failure once the image is back to queued. For that wait to mean anything, Glance must have
+been reading the request when it was cut off: so after the first chunk the data waits until the image shows
+"uploading" (Glance's worker is inside the stage). Otherwise the request could still sit in uWSGI's queue,
+its data in socket buffers (measured: a 3 MiB stage fitted), and Glance would take it up only after the
+gateway had found the image untouched: the caller would meet an image "uploading" after the error.
+Only a failure after the last chunk went (Glance's answer lost, or a cancel landing then) can leave the data
+staged: Glance may have completed the stage, and nothing but an import or deleting the image ends that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import suppress
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, suppress
 
-from gateway import call_record, convert, upload_marker, validation, wire
+import grpc
+
+from gateway import call_record, convert, upload_marker, validation
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
-from gateway.errors import GatewayError, Operation, invalid_argument
+from gateway.errors import Failure, GatewayError, Operation, from_outcome, invalid_argument
 from gateway.glance_client import GlanceClient, JsonObject
-from gateway.integrity import Chunk, DataCheck, upload_digests
+from gateway.integrity import Chunk
 from gateway.stall import StallWatch
+from gateway.upload_stream import Received, UploadStream, data_terms, verified_body
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
-# AddImage's messages as wire.parse_upload_message gives them: data-only messages are views of their bytes.
-UploadMessage = pb.AddImageRequest | memoryview | wire.MalformedMessage
+# The request streams as wire's parsers give them (data-only messages are views of their bytes).
+UploadMessage = Received[pb.AddImageRequest]
+StageMessage = Received[pb.StageImageDataRequest]
 
-# Without an UploadFinish, grpc.aio can end a cancelled client's request stream like a finished one and cancel
-# the handler a moment later (context.cancelled() does not tell them apart); this gives that cancel time to
-# land before the last chunk goes. Measured: without it about 1 cancel in 10 completed the image.
-CANCEL_SETTLE_SECONDS = 0.01
-# A failed call (other than a cancel) waits this long for its record to be gone before it returns its status,
-# so a caller who looks right after the error finds nothing; the Janitor goes on after that if it must.
+# A failed call (other than a cancel) waits this long for its record to be gone, or its staged data, before
+# it returns its status, so a caller who looks right after the error finds nothing; for AddImage the Janitor
+# goes on after that if it must.
 DISCARD_WAIT_SECONDS = 20.0
+# How often a stage looks at its image (has Glance begun? undone it?): the first wait, then the longest.
+STAGE_POLL_SECONDS = (0.02, 0.5)
+# How long a stage's data waits for Glance to begin taking it (for a free uWSGI worker): --read-timeout's
+# default.
+GLANCE_START_SECONDS = 60.0
 _PROTECT: JsonObject = {"op": "replace", "path": "/protected", "value": True}
-_DIGEST_NAMES: dict[pb.DigestAlgorithm.ValueType, str] = {
-    pb.DIGEST_ALGORITHM_SHA512: "sha512",
-    pb.DIGEST_ALGORITHM_MD5: "md5",
-}
-
-
-class UploadStream:
-    """The messages of one AddImage call: the spec, then data chunks, then (optionally) an UploadFinish."""
-
-    def __init__(self, messages: AsyncIterator[UploadMessage], watch: StallWatch) -> None:
-        self._messages = messages
-        self._watch = watch
-        self.finish: pb.UploadFinish | None = None
-        self.ended = False
-        self.received = 0  # bytes of data chunks so far
-
-    @property
-    def stalled(self) -> bool:
-        return self._watch.stalled
-
-    async def _next(self) -> UploadMessage | None:
-        return await self._watch.guard(anext(self._messages, None))
-
-    async def spec(self) -> pb.ImageSpec:
-        first = await self._next()
-        if isinstance(first, wire.MalformedMessage):
-            raise first.error()
-        if not isinstance(first, pb.AddImageRequest) or first.WhichOneof("content") != "spec":
-            raise invalid_argument("SPEC_NOT_FIRST", "the first AddImage message must carry the image spec")
-        return first.spec
-
-    async def next_chunk(self) -> Chunk | None:
-        """The next non-empty data chunk, or None once the data has ended (by a finish or the stream end)."""
-        while not self.ended:
-            message = await self._next()
-            if message is None:
-                self.ended = True
-            elif isinstance(message, memoryview):
-                if message:
-                    self.received += len(message)
-                    return message
-            elif isinstance(message, wire.MalformedMessage):
-                raise message.error()
-            else:
-                kind = message.WhichOneof("content")
-                if kind == "data":
-                    if message.data:
-                        self.received += len(message.data)
-                        return message.data
-                elif kind == "finish":
-                    self.finish = message.finish
-                    if await self._next() is not None:
-                        raise invalid_argument("FINISH_NOT_LAST", "no AddImage message may follow the finish")
-                    self.ended = True
-                elif kind == "spec":
-                    raise invalid_argument(
-                        "SPEC_NOT_FIRST", "only the first AddImage message may carry the spec"
-                    )
-                else:
-                    raise invalid_argument(
-                        "EMPTY_MESSAGE", "an AddImage message must carry data, spec or finish"
-                    )
-        return None
 
 
 class Uploads:
-    """Runs AddImage calls against one Glance, handing failed records to the Janitor."""
+    """Runs AddImage and StageImageData calls against one Glance, handing failed records to the Janitor."""
 
     def __init__(self, glance: GlanceClient, janitor: Janitor, stall_timeout: float) -> None:
         self._glance = glance
         self._janitor = janitor
         self._stall_timeout = stall_timeout
 
+    def _stall_watch(self, operation: Operation) -> StallWatch:
+        message = f"the client sent nothing for {self._stall_timeout:g} s; the upload was stopped"
+        return StallWatch(self._stall_timeout, operation, message, {})
+
     async def add_image(self, messages: AsyncIterator[UploadMessage], call: CallContext) -> JsonObject:
         """The new image's JSON; a reservation (no data) when the stream holds only the spec."""
-        message = f"the client sent nothing for {self._stall_timeout:g} s; the upload was stopped"
-        async with StallWatch(self._stall_timeout, Operation.UPLOAD, message, {}) as watch:
-            stream = UploadStream(messages, watch)
+        async with self._stall_watch(Operation.UPLOAD) as watch:
+            stream = UploadStream(messages, watch, "AddImage")
             try:
                 image = await self._add_image(stream, call)
                 call_record.note_image_id(str(image.get("id") or ""))  # a reservation's id comes from Glance
@@ -127,26 +86,17 @@ class Uploads:
             finally:
                 call_record.add_bytes(received=stream.received)  # once per call, not per chunk
 
-    async def _add_image(self, stream: UploadStream, call: CallContext) -> JsonObject:
-        spec = await stream.spec()
+    async def _add_image(self, stream: UploadStream[pb.AddImageRequest], call: CallContext) -> JsonObject:
+        spec = (await stream.first()).spec
         body = convert.create_body(spec)
         store = validation.store_name(spec.store) if spec.store else None
-        if spec.HasField("size") and spec.size < 0:
-            raise invalid_argument("INVALID_SIZE", "size must not be negative")
-        size = spec.size if spec.HasField("size") else None
-        announced = _announced_digests(spec)
-        needs_finish = spec.ends_with_finish or bool(announced)
-        async with DataCheck(
-            Operation.UPLOAD,
-            size,
-            upload_digests(spec.expected_sha512, spec.expected_md5),
-            hash_algorithms=announced,
-        ) as check:
+        terms = data_terms(spec)
+        async with terms.check(Operation.UPLOAD) as check:
             first = await stream.next_chunk()
-            if first is None and needs_finish and stream.finish is None:
-                raise _finish_missing()  # the stream ended before any data: nothing was created yet
+            if first is None and terms.needs_finish and stream.finish is None:
+                raise stream.finish_missing()  # the stream ended before any data: nothing was created yet
             # Only a spec, with nothing said about data: a reservation.
-            if first is None and stream.finish is None and size is None and not check.verifies_digest:
+            if first is None and stream.finish is None and terms.size is None and not check.verifies_digest:
                 return await self._glance.create_image(body, call)
             if not ("disk_format" in body and "container_format" in body):
                 raise invalid_argument(
@@ -155,8 +105,8 @@ class Uploads:
                 )
             if store:
                 await self._require_store(store, call)
-            data = _verified_body(first, stream, check, announced, needs_finish)
-            return await self._create_and_upload(body, data, size, store, call, stream)
+            data = verified_body(first, stream, check, terms)
+            return await self._create_and_upload(body, data, terms.size, store, call, stream)
 
     async def _create_and_upload(
         self,
@@ -165,7 +115,7 @@ class Uploads:
         size: int | None,
         store: str | None,
         call: CallContext,
-        stream: UploadStream,
+        stream: UploadStream[pb.AddImageRequest],
     ) -> JsonObject:
         # Protection comes last: a protected image could not be deleted if the upload fails.
         protect = body.pop("protected", False)
@@ -198,63 +148,86 @@ class Uploads:
                 "UNKNOWN_STORE", f"Glance has no store {store!r} (it has: {', '.join(known or []) or 'none'})"
             )
 
+    async def stage(self, messages: AsyncIterator[StageMessage], call: CallContext) -> JsonObject:
+        """The image's JSON once its data is staged (status "uploading")."""
+        async with self._stall_watch(Operation.STAGE) as watch:
+            stream = UploadStream(messages, watch, "StageImageData")
+            try:
+                return await self._stage(stream, call)
+            finally:
+                call_record.add_bytes(received=stream.received)
 
-def _announced_digests(spec: pb.ImageSpec) -> list[str]:
-    names = []
-    for algorithm in spec.finish_digests:
-        if algorithm not in _DIGEST_NAMES:
-            raise invalid_argument("INVALID_DIGEST_ALGORITHM", "finish_digests may name only SHA512 and MD5")
-        names.append(_DIGEST_NAMES[algorithm])
-    return names
+    async def _stage(self, stream: UploadStream[pb.StageImageDataRequest], call: CallContext) -> JsonObject:
+        spec = (await stream.first()).spec
+        image_id = validation.image_id(spec.image_id)
+        call_record.note_image_id(image_id)
+        terms = data_terms(spec)
+        async with terms.check(Operation.STAGE) as check:
+            first = await stream.next_chunk()
+            if first is None:
+                if terms.needs_finish and stream.finish is None:
+                    raise stream.finish_missing()
+                # An empty stage still makes the image "uploading", which only an import or a delete ends.
+                raise invalid_argument(
+                    "NO_DATA", "StageImageData needs data after the spec; nothing was staged"
+                )
+            # Asked first, so a wrong image fails with Glance's own answer before any data is sent.
+            image = await self._glance.show_image(image_id, call)
+            if image.get("status") != "queued":
+                raise _not_queued(image_id, str(image.get("status")))
+            data = self._once_glance_reads(image_id, verified_body(first, stream, check, terms), call)
+            try:
+                await self._glance.upload(image_id, data, terms.size, None, call, Operation.STAGE)
+            except BaseException as failure:
+                # Glance answering means it has already restored the image; a client's cancel has no one to
+                # wait for (Glance restores the image all the same).
+                answered = isinstance(failure, GatewayError) and "glance_status" in failure.metadata
+                cancelled = isinstance(failure, asyncio.CancelledError) and not stream.stalled
+                if not (answered or cancelled):
+                    await self._await_unstaged(image_id, call.without_deadline())
+                raise
+            return await self._glance.show_image(image_id, call)
+
+    async def _once_glance_reads(
+        self, image_id: str, body: AsyncGenerator[Chunk, None], call: CallContext
+    ) -> AsyncIterator[Chunk]:
+        """The body, paused after its first chunk until Glance shows the image "uploading" (the docstring of
+        the module says why)."""
+        begun = False
+        async with aclosing(body):
+            async for chunk in body:
+                yield chunk
+                if not begun:
+                    try:
+                        async with asyncio.timeout(GLANCE_START_SECONDS):
+                            await self._await_status_change(image_id, "queued", call)
+                    except TimeoutError:
+                        message = (
+                            f"Glance did not begin to take the staged data in {GLANCE_START_SECONDS:g} s"
+                        )
+                        raise from_outcome(Failure.UPSTREAM_TIMEOUT, Operation.STAGE, message) from None
+                    begun = True
+
+    async def _await_unstaged(self, image_id: str, call: CallContext) -> None:
+        """Waits (a while at most) for Glance to notice the cut-off stage and put the image back to queued."""
+        with suppress(TimeoutError, GatewayError):
+            async with asyncio.timeout(DISCARD_WAIT_SECONDS):
+                await self._await_status_change(image_id, "uploading", call)
+
+    async def _await_status_change(self, image_id: str, status: str, call: CallContext) -> None:
+        delay, longest = STAGE_POLL_SECONDS
+        while (await self._glance.show_image(image_id, call)).get("status") == status:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
 
 
-def _finish_missing() -> GatewayError:
-    return invalid_argument(
-        "FINISH_MISSING",
-        "the upload ended without the UploadFinish message its spec announced; no image was kept",
+def _not_queued(image_id: str, status: str) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "IMAGE_NOT_QUEUED",
+        f"the image is {status}: only a queued image can take staged data",
+        {"image_id": image_id},
     )
-
-
-async def _verified_body(
-    first: Chunk | None, stream: UploadStream, check: DataCheck, announced: list[str], needs_finish: bool
-) -> AsyncIterator[Chunk]:
-    """The upload body, checked as it streams; the last chunk goes only once the data has passed every check,
-    so Glance never completes an image from wrong, short or cancelled data."""
-    held = first
-    if held is not None:
-        await check.update(held)
-    while (chunk := await stream.next_chunk()) is not None:
-        await check.update(chunk)
-        if held is not None:
-            yield held
-        held = chunk
-    if stream.finish is not None:
-        _expect_finish_digests(stream.finish, check, announced)
-    elif needs_finish:
-        raise _finish_missing()
-    else:
-        await asyncio.sleep(CANCEL_SETTLE_SECONDS)
-    await check.finish()
-    if held is not None:
-        yield held
-
-
-def _expect_finish_digests(finish: pb.UploadFinish, check: DataCheck, announced: list[str]) -> None:
-    given = upload_digests(finish.sha512, finish.md5)
-    unannounced = sorted(given.keys() - set(announced))
-    if unannounced:
-        raise invalid_argument(
-            "FINISH_DIGEST_NOT_ANNOUNCED",
-            f"the finish carries a {', '.join(unannounced)} digest not announced in ImageSpec.finish_digests",
-        )
-    for algo, value in given.items():
-        check.expect(algo, value)
-    # The contract: an announced digest comes in the finish, even when the spec also gave it up front.
-    missing = sorted(set(announced) - given.keys())
-    if missing:
-        raise invalid_argument(
-            "FINISH_DIGEST_MISSING", f"the finish message lacks the announced {', '.join(missing)} digest"
-        )
 
 
 async def _record_made(creating: asyncio.Future[JsonObject], chosen_here: bool) -> bool:

@@ -128,6 +128,9 @@ def path_tag(value: str) -> str:
     tag(value)
     if "/" in value:
         raise invalid_argument("INVALID_TAG", f"tag {quoted(value)} contains '/', which Glance cannot take")
+    if value in DOT_SEGMENTS:
+        # httpx resolves dot segments: "/tags/.." would go out as the image (RemoveImageTag deleted it).
+        raise invalid_argument("INVALID_TAG", f"tag {quoted(value)} is a dot segment, which no URL can carry")
     if not value.isascii():
         raise invalid_argument(
             "INVALID_TAG",
@@ -199,3 +202,61 @@ def _effective_port(scheme: str, port: int | None) -> int:
 
 def is_image_id(value: str) -> bool:
     return bool(_UUID.fullmatch(value))
+
+
+def store_id(value: str, field: str = "store_id") -> str:
+    """A store id that goes into a URL path (/v2/stores/{store}/...): required, and a plain identifier."""
+    if not value:
+        raise invalid_argument("MISSING_STORE_ID", f"{field} is required")
+    return store_name(value)
+
+
+# Keystone project ids are 32 hex digits, but Glance takes any string as a member: a plain charset rather than
+# a shape. None of these can end a path segment ("@" goes out as %40, which Glance decodes back).
+_MEMBER_ID = re.compile(r"[A-Za-z0-9_.@-]+")
+# Glance's image_members.member column is VARCHAR(255) (SQLite does not enforce it; MySQL would fail).
+MAX_MEMBER_ID = 255
+# Dot segments: httpx resolves them, so DELETE .../members/.. would go out as DELETE /v2/images/<id>.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def member_id(value: str, field: str = "member_id") -> str:
+    """A member (project) id, which goes into a URL path (/v2/images/{id}/members/{member_id}) and, on create,
+    into Glance's database: one Glance stores but cannot find again by path (a "/" or non-ASCII, measured on
+    Glance 33) is refused before it is created."""
+    if not value:
+        raise invalid_argument("MISSING_MEMBER_ID", f"{field} is required")
+    if len(value) > MAX_MEMBER_ID:
+        raise invalid_argument("INVALID_MEMBER_ID", f"{field} is longer than {MAX_MEMBER_ID} characters")
+    if not _MEMBER_ID.fullmatch(value) or value in DOT_SEGMENTS:
+        raise invalid_argument(
+            "INVALID_MEMBER_ID",
+            f"{field} {quoted(value)} must be a project id: letters, digits and _ . @ - (not . or .. alone)",
+        )
+    return value
+
+
+# A web-download URI's length limit: what browsers and proxies reliably pass; Glance stores it in a task.
+MAX_IMPORT_URI = 2048
+
+
+def import_uri(value: str) -> str:
+    """A URI for Glance to fetch (web-download): http or https with a host, printable ASCII without spaces
+    (percent-encode anything else), at most MAX_IMPORT_URI characters. Which hosts and ports are allowed is
+    Glance's import filtering's to say (INVALID_ARGUMENT URI_NOT_ALLOWED)."""
+    if not value:
+        raise invalid_argument("MISSING_URI", "uri is required for WEB_DOWNLOAD")
+    if len(value) > MAX_IMPORT_URI:
+        raise invalid_argument("INVALID_URI", f"uri is longer than {MAX_IMPORT_URI} characters")
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise invalid_argument(
+            "INVALID_URI", "uri must be printable ASCII without spaces (percent-encode anything else)"
+        )
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # urlsplit parses the port only when asked
+    except ValueError:
+        raise invalid_argument("INVALID_URI", f"uri {quoted(value)} is not a valid URI") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise invalid_argument("INVALID_URI", "uri must be an http or https URI with a host")
+    return value

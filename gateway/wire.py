@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from gateway.errors import C, GatewayError, invalid_argument
 from gateway.rpc_scope import RpcScope, bound_grpc_logging
@@ -16,8 +17,10 @@ from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ImageService"]
 SERVICE_NAME: str = _SERVICE.full_name
-# GetImageResponse.data is field 1, wire type 2 (length-delimited): tag byte (1 << 3) | 2.
+# GetImageResponse.data (and the upload requests' data) is field 1, wire type 2 (length-delimited): tag byte
+# (1 << 3) | 2.
 _DATA_TAG = b"\x0a"
+Request = TypeVar("Request", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,6 @@ def request_parser(method: str, request_type: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-_parse_upload_request = request_parser("AddImage", pb.AddImageRequest)
-
-
 def data_message(chunk: bytes) -> bytes:
     """GetImageResponse(data=chunk), encoded by hand: clients see ordinary protobuf.
 
@@ -73,16 +73,33 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def parse_upload_message(raw: bytes) -> pb.AddImageRequest | memoryview | MalformedMessage:
-    """An AddImageRequest off the wire. One that holds only data (every message after the spec) comes back as
-    a view of its bytes: protobuf would copy the chunk into the message and again out of it. Bytes that are
-    no AddImageRequest come back as a MalformedMessage (the request stream yields it; never an exception)."""
-    if raw[:1] == _DATA_TAG:
-        length, start = _read_varint(raw, 1)
-        if start + length == len(raw):
-            return memoryview(raw)[start:]
-    result: pb.AddImageRequest | MalformedMessage = _parse_upload_request(raw)
-    return result
+def upload_message_parser(
+    method: str, request_type: type[Request]
+) -> Callable[[bytes], Request | memoryview | MalformedMessage]:
+    """The request parser of an upload RPC (AddImage, StageImageData), whose request has `bytes data = 1`.
+
+    A message that holds only data (every message after the spec) comes back as a view of its bytes: protobuf
+    would copy the chunk into the message and again out of it. Bytes that are no such request come back as a
+    MalformedMessage (the request stream yields it; never an exception).
+    """
+    data = request_type.DESCRIPTOR.fields_by_name.get("data")
+    if data is None or data.number != 1 or data.type != data.TYPE_BYTES:
+        raise TypeError(f"{request_type.DESCRIPTOR.full_name} has no `bytes data = 1` to parse by hand")
+    parse_message = request_parser(method, request_type)
+
+    def parse(raw: bytes) -> Request | memoryview | MalformedMessage:
+        if raw[:1] == _DATA_TAG:
+            length, start = _read_varint(raw, 1)
+            if start + length == len(raw):
+                return memoryview(raw)[start:]
+        result: Request | MalformedMessage = parse_message(raw)
+        return result
+
+    return parse
+
+
+parse_upload_message = upload_message_parser("AddImage", pb.AddImageRequest)
+parse_stage_message = upload_message_parser("StageImageData", pb.StageImageDataRequest)
 
 
 def _read_varint(raw: bytes, position: int) -> tuple[int, int]:
@@ -108,7 +125,8 @@ def add_image_service(
     servicer: pb_grpc.ImageServiceServicer, server: grpc.aio.Server, *, max_message_size: int | None = None
 ) -> None:
     """Registers every RPC of the service, as the generated add_ImageServiceServicer_to_server does, with the
-    protobuf codecs except where image data is framed (GetImage) or parsed (AddImage) by hand.
+    protobuf codecs except where image data is framed (GetImage) or parsed (AddImage, StageImageData) by
+    hand.
 
     No request deserializer raises, and a MalformedMessage request is refused before the servicer method
     runs. `max_message_size` (the server's send limit): a unary response over it is RESOURCE_EXHAUSTED with
@@ -204,4 +222,5 @@ REQUEST_PARSERS: dict[str, Callable[[bytes], Any]] = {
     for method in _SERVICE.methods
 }
 REQUEST_PARSERS["AddImage"] = parse_upload_message
+REQUEST_PARSERS["StageImageData"] = parse_stage_message
 _RESPONSE_SERIALIZERS: dict[str, Callable[[Any], bytes]] = {"GetImage": _serialize_download}

@@ -94,8 +94,8 @@ def image_to_proto(body: JsonObject, glance_base: str, view: int = pb.IMAGE_VIEW
     if isinstance(stores, str) and stores:
         image.stores.extend(stores.split(","))
     image.properties.update(custom_properties(body))
-    _set_time(image.create_time, body.get("created_at"))
-    _set_time(image.update_time, body.get("updated_at"))
+    set_time(image.create_time, body.get("created_at"))
+    set_time(image.update_time, body.get("updated_at"))
     if image.id:
         image.uri = f"{glance_base}/v2/images/{image.id}"
     return image
@@ -113,7 +113,7 @@ def custom_properties(body: JsonObject) -> dict[str, str]:
     }
 
 
-def _set_time(target: timestamp_pb2.Timestamp, value: object) -> None:
+def set_time(target: timestamp_pb2.Timestamp, value: object) -> None:
     if isinstance(value, str) and value:
         # A timestamp Glance formats oddly is left unset rather than failing the call.
         with contextlib.suppress(ValueError):

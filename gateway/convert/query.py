@@ -12,6 +12,7 @@ from gateway.convert.image import (
     VISIBILITY_TO_GLANCE,
     enum_value,
 )
+from gateway.convert.member import MEMBER_STATUS_FILTERS
 from gateway.errors import invalid_argument
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
@@ -49,6 +50,11 @@ def list_query(request: pb.ListImagesRequest) -> list[tuple[str, str]]:
         query.append(("os_hidden", _flag(request.hidden)))
     if request.HasField("protected"):
         query.append(("protected", _flag(request.protected)))
+    if request.member_status != pb.MEMBER_STATUS_FILTER_UNSPECIFIED:
+        # Part of the query, so a page token stays bound to it like every other filter.
+        query.append(
+            ("member_status", enum_value(MEMBER_STATUS_FILTERS, request.member_status, "member_status"))
+        )
     for key, value in sorted(request.properties.items()):
         if key in validation.LIST_PARAMETERS:
             raise invalid_argument("INVALID_PROPERTY", f"{key!r} cannot be used as a property filter")

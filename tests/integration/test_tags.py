@@ -60,6 +60,9 @@ def test_tagging_a_missing_image_is_not_found(stub: pb_grpc.ImageServiceStub) ->
         ("é", "INVALID_TAG"),  # Glance stores a non-ASCII tag sent in the path garbled ("Ã©", measured)
         ("x" * 256, "VALUE_TOO_LONG"),
         ("a\nb", "INVALID_CHARACTERS"),
+        # A dot segment: the URL would resolve to the image itself (RemoveImageTag once deleted the image).
+        ("..", "INVALID_TAG"),
+        (".", "INVALID_TAG"),
     ],
 )
 def test_bad_tags_never_reach_glance(

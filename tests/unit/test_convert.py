@@ -3,7 +3,8 @@ import base64
 import grpc
 import pytest
 
-from gateway import convert
+from gateway import convert, paging
+from gateway.convert import member as member_convert
 from gateway.errors import GatewayError
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
@@ -312,3 +313,89 @@ def test_a_junk_mask_path_is_quoted_short() -> None:
     # The message and ErrorInfo go into the trailers; a client refuses those beyond 8-16 KiB.
     assert caught.value.reason == "UNKNOWN_FIELD"
     assert len(caught.value.message) < 200 and len(caught.value.metadata["field"]) <= 64
+
+
+# -- image members ---------------------------------------------------------------------------------------
+
+
+# Glance 33's answer to POST /v2/images/<id>/members, as measured.
+GLANCE_MEMBER = {
+    "member_id": "0c8a5b4ff1e94e4c9a1d6f3a2b7e8d90",
+    "image_id": ID,
+    "status": "accepted",
+    "created_at": "2026-11-28T21:43:11Z",
+    "updated_at": "2026-11-28T21:43:17Z",
+    "schema": "/v2/schemas/member",
+}
+
+
+def test_a_member_carries_every_field() -> None:
+    member = member_convert.member_to_proto(GLANCE_MEMBER)
+    assert member.image_id == ID and member.member_id == GLANCE_MEMBER["member_id"]
+    assert member.status == pb.MEMBER_STATUS_ACCEPTED
+    assert member.create_time.ToJsonString() == "2026-11-28T21:43:11Z"
+    assert member.update_time.ToJsonString() == "2026-11-28T21:43:17Z"
+
+
+def test_a_member_glance_describes_oddly_does_not_fail() -> None:
+    # Glance echoes a member id as it was given (another client may have sent a number).
+    odd = {"member_id": 5, "image_id": ID, "status": "unheard-of", "created_at": "yesterday"}
+    member = member_convert.member_to_proto(odd)
+    assert (member.member_id, member.status) == ("5", pb.MEMBER_STATUS_UNSPECIFIED)
+    assert not member.HasField("create_time") and not member.HasField("update_time")
+
+
+def test_a_member_listing_skips_what_is_not_a_member() -> None:
+    listing = {"members": [GLANCE_MEMBER, "junk"], "schema": "/v2/schemas/members"}
+    assert [m.image_id for m in member_convert.members_to_proto(listing)] == [ID]
+    assert member_convert.members_to_proto({"members": None}) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "word"),
+    [
+        (pb.MEMBER_STATUS_PENDING, "pending"),
+        (pb.MEMBER_STATUS_ACCEPTED, "accepted"),
+        (pb.MEMBER_STATUS_REJECTED, "rejected"),
+    ],
+)
+def test_member_statuses_go_both_ways(status: pb.MemberStatus.ValueType, word: str) -> None:
+    assert member_convert.status_body(status) == {"status": word}
+    assert member_convert.member_to_proto({"status": word}).status == status
+
+
+def test_a_member_status_must_be_given_and_known() -> None:
+    assert invalid(member_convert.status_body, pb.MEMBER_STATUS_UNSPECIFIED) == "MISSING_MEMBER_STATUS"
+    assert invalid(member_convert.status_body, 9) == "INVALID_ENUM"
+
+
+@pytest.mark.parametrize(
+    ("status_filter", "word"),
+    [
+        (pb.MEMBER_STATUS_FILTER_PENDING, "pending"),
+        (pb.MEMBER_STATUS_FILTER_ACCEPTED, "accepted"),
+        (pb.MEMBER_STATUS_FILTER_REJECTED, "rejected"),
+        (pb.MEMBER_STATUS_FILTER_ALL, "all"),
+    ],
+)
+def test_list_query_member_status(status_filter: pb.MemberStatusFilter.ValueType, word: str) -> None:
+    request = pb.ListImagesRequest(visibility=pb.VISIBILITY_SHARED, member_status=status_filter)
+    assert convert.list_query(request) == [("visibility", "shared"), ("member_status", word)]
+
+
+def test_list_query_leaves_the_member_status_to_glance_when_unset() -> None:
+    assert "member_status" not in dict(convert.list_query(pb.ListImagesRequest(name="n")))
+
+
+def test_an_unknown_member_status_filter_is_refused() -> None:
+    request = pb.ListImagesRequest(member_status=9)  # type: ignore[arg-type]
+    assert invalid(convert.list_query, request) == "INVALID_ENUM"
+
+
+def test_a_page_token_is_bound_to_its_member_status() -> None:
+    pending = convert.list_query(pb.ListImagesRequest(member_status=pb.MEMBER_STATUS_FILTER_PENDING))
+    token = paging.encode_token(ID, pending)
+    assert paging.decode_token(token, pending) == ID
+    for other in (pb.MEMBER_STATUS_FILTER_UNSPECIFIED, pb.MEMBER_STATUS_FILTER_ALL):
+        query = convert.list_query(pb.ListImagesRequest(member_status=other))
+        assert invalid(paging.decode_token, token, query) == "PAGE_TOKEN_MISMATCH"

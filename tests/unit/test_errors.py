@@ -67,6 +67,64 @@ CASES: list[tuple[int | Failure, Operation, str, grpc.StatusCode, str]] = [
         C.FAILED_PRECONDITION,
         "IMAGE_STATE_CONFLICT",
     ),
+    # Image members: Glance 33's answers, as measured (ID stands for the image id).
+    (
+        403,
+        Operation.CREATE_MEMBER,
+        "Not allowed to create members for image ID.",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+    ),
+    (
+        403,
+        Operation.LIST_MEMBERS,
+        "Not allowed to list members for image ID: Only shared images have members.",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+    ),
+    (
+        403,
+        Operation.UPDATE_MEMBER,
+        "Not allowed to update members for image ID.",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+    ),
+    (
+        403,
+        Operation.DELETE_MEMBER,
+        "Not allowed to delete members for image ID.",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_SHARED",
+    ),
+    (
+        403,
+        Operation.UPDATE_MEMBER,
+        "You are not authorized to complete modify_member action.",
+        C.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+    ),
+    (
+        409,
+        Operation.CREATE_MEMBER,
+        "Member beta is duplicated for image ID",
+        C.ALREADY_EXISTS,
+        "MEMBER_ALREADY_EXISTS",
+    ),
+    (
+        413,
+        Operation.CREATE_MEMBER,
+        "Image member limit exceeded for image ID: The limit has been exceeded on the number of allowed "
+        "image members for this image. Attempted: 129, Maximum: 128:",
+        C.RESOURCE_EXHAUSTED,
+        "LIMIT_EXCEEDED",
+    ),
+    (
+        404,
+        Operation.SHOW_MEMBER,
+        "beta not found in the member list of the image ID.",
+        C.NOT_FOUND,
+        "NOT_FOUND",
+    ),
     (410, Operation.UPLOAD, "Gone", C.ABORTED, "IMAGE_GONE"),
     (
         413,
@@ -176,3 +234,198 @@ def test_a_long_message_and_long_details_are_cut_to_fit_in_trailers() -> None:
     assert len(message) < 4 * 1024
     short = GatewayError(C.NOT_FOUND, "NOT_FOUND", "no such image", {"image_id": "abc"}).to_status()
     assert short.details == "no such image"
+
+
+# -- stores and lifecycle: Glance 33's messages (glance/api/v2/images.py delete_from_store; glance/domain
+# Image.deactivate/reactivate). Extending CASES covers them in both tests above: pytest reads the list when it
+# collects them, after the whole module has run.
+CASES += [
+    (
+        403,
+        Operation.DEACTIVATE,
+        "Not allowed to deactivate image in status 'queued'",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_ACTIVE",
+    ),
+    (
+        403,
+        Operation.REACTIVATE,
+        "Not allowed to reactivate image in status 'saving'",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_DEACTIVATED",
+    ),
+    (
+        403,
+        Operation.DELETE_FROM_STORE,
+        "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
+        C.FAILED_PRECONDITION,
+        "ONLY_STORE",
+    ),
+    (
+        404,
+        Operation.DELETE_FROM_STORE,
+        "Image 0f2c1d5e-8a9b-4c3d-9e8f-7a6b5c4d3e2f is not stored in store file2.",
+        C.NOT_FOUND,
+        "IMAGE_NOT_IN_STORE",
+    ),
+    (
+        409,
+        Operation.DELETE_FROM_STORE,
+        "The selected store nosuch is not available on this node.",
+        C.INVALID_ARGUMENT,
+        "UNKNOWN_STORE",
+    ),
+    (
+        409,
+        Operation.DELETE_FROM_STORE,
+        "It's not allowed to remove image data from store if image status is not 'active'",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_ACTIVE",
+    ),
+]
+
+
+def test_store_and_lifecycle_rows_keep_to_their_operations() -> None:
+    # The policy refusals of the same calls stay PERMISSION_DENIED, and a missing image stays NOT_FOUND.
+    assert lookup(
+        403, Operation.DEACTIVATE, "You are not authorized to complete deactivate action."
+    ).reason == ("PERMISSION_DENIED")
+    assert lookup(403, Operation.DELETE_FROM_STORE, "...complete delete_image_location action.").reason == (
+        "PERMISSION_DENIED"
+    )
+    assert lookup(404, Operation.DELETE_FROM_STORE, "Failed to find image x").reason == "NOT_FOUND"
+    # The same words for another operation are not these rows.
+    assert lookup(403, Operation.REACTIVATE, "Not allowed to deactivate image in status 'x'").reason == (
+        "PERMISSION_DENIED"
+    )
+    assert lookup(409, Operation.IMPORT, "The selected store x is not available on this node.").reason == (
+        "IMAGE_STATE_CONFLICT"
+    )
+    assert lookup(403, Operation.DELETE, "the only store containing it").reason == "PERMISSION_DENIED"
+
+
+def test_member_rows_need_both_their_operation_and_glances_words() -> None:
+    # "Not allowed to ..." is Glance's "not shared" only for its own member call; a policy refusal of the same
+    # call stays PERMISSION_DENIED, and a 409 elsewhere is no duplicate member.
+    assert (
+        lookup(403, Operation.DELETE, "Not allowed to delete members for image x.").reason
+        == "PERMISSION_DENIED"
+    )
+    assert lookup(
+        403, Operation.CREATE_MEMBER, "You are not authorized to complete add_member action."
+    ).code == (C.PERMISSION_DENIED)
+    assert lookup(403, Operation.UPDATE_MEMBER, "Not allowed to delete members for image x.").code == (
+        C.PERMISSION_DENIED
+    )
+    assert lookup(409, Operation.UPDATE_MEMBER, "Conflict").reason == "IMAGE_STATE_CONFLICT"
+    # Glance turns "not shared" into a 404 for one member itself; that stays NOT_FOUND.
+    assert lookup(404, Operation.SHOW_MEMBER, "Only shared images have members.").code == C.NOT_FOUND
+
+
+# -- staging and import: Glance 33's messages (glance/api/v2/images.py import_image, image_data.py stage).
+CASES += [
+    (
+        400,
+        Operation.IMPORT,
+        "URI for web-download does not pass filtering: http://127.0.0.1:9/x",
+        C.INVALID_ARGUMENT,
+        "URI_NOT_ALLOWED",
+    ),
+    (
+        400,
+        Operation.IMPORT,
+        "Image is already present at store 'file2'",
+        C.ALREADY_EXISTS,
+        "ALREADY_IN_STORE",
+    ),
+    (
+        400,
+        Operation.IMPORT,
+        "Unknown import method name 'web-download'.",
+        C.UNIMPLEMENTED,
+        "IMPORT_METHOD_NOT_ENABLED",
+    ),
+    (
+        404,
+        Operation.STAGE,
+        "'glance-direct' method is not available at this site.",
+        C.UNIMPLEMENTED,
+        "IMPORT_METHOD_NOT_ENABLED",
+    ),
+    (
+        409,
+        Operation.IMPORT,
+        "Image needs to be staged before 'glance-direct' method can be used",
+        C.FAILED_PRECONDITION,
+        "NOT_STAGED",
+    ),
+    (409, Operation.IMPORT, "Store for identifier nosuch not found", C.INVALID_ARGUMENT, "UNKNOWN_STORE"),
+    (
+        409,
+        Operation.IMPORT,
+        "Image needs to be in 'queued' state to use 'web-download' method",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_QUEUED",
+    ),
+    (
+        409,
+        Operation.IMPORT,
+        "Only images with status active can be targeted for copying",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_ACTIVE",
+    ),
+    (
+        409,
+        Operation.IMPORT,
+        "Image with status active cannot be target for import",
+        C.FAILED_PRECONDITION,
+        "IMAGE_ALREADY_ACTIVE",
+    ),
+    (
+        409,
+        Operation.IMPORT,
+        "'container_format' needs to be set before import",
+        C.FAILED_PRECONDITION,
+        "FORMAT_NOT_SET",
+    ),
+    (409, Operation.IMPORT, "Image has active task", C.FAILED_PRECONDITION, "IMPORT_IN_PROGRESS"),
+    (
+        409,
+        Operation.IMPORT,
+        "New operation on image 'x' is not permitted as prior operation is still in progress",
+        C.FAILED_PRECONDITION,
+        "IMPORT_IN_PROGRESS",
+    ),
+    (409, Operation.STAGE, "The image x has data on staging", C.FAILED_PRECONDITION, "ALREADY_STAGED"),
+    (
+        409,
+        Operation.STAGE,
+        "Image status transition from importing to uploading is not allowed",
+        C.FAILED_PRECONDITION,
+        "IMAGE_NOT_QUEUED",
+    ),
+    # copy-image is an admin's (policy copy_image): the general refusal.
+    (
+        403,
+        Operation.IMPORT,
+        "You are not authorized to complete copy_image action.",
+        C.PERMISSION_DENIED,
+        "PERMISSION_DENIED",
+    ),
+]
+
+
+def test_stage_and_import_rows_keep_to_their_operations() -> None:
+    # The same words from another call are that call's: an upload's 409 stays a state conflict, a 400 about
+    # a store outside import stays a bad request, a stage's 404 for a missing image stays NOT_FOUND.
+    assert lookup(409, Operation.UPLOAD, "Image status transition from active to saving").reason == (
+        "IMAGE_STATE_CONFLICT"
+    )
+    assert lookup(400, Operation.UPLOAD, "Image is already present at store 'file2'").reason == "BAD_REQUEST"
+    assert lookup(404, Operation.STAGE, "No image found with ID x").reason == "NOT_FOUND"
+    assert lookup(404, Operation.IMPORT, "'glance-direct' method is not available at this site.").reason == (
+        "NOT_FOUND"
+    )
+    # An import's unknown store is INVALID_ARGUMENT only under the import's own 409.
+    assert lookup(400, Operation.IMPORT, "Store for identifier nosuch not found").reason == "BAD_REQUEST"
+    assert lookup(409, Operation.IMPORT, "Some other conflict").reason == "IMAGE_STATE_CONFLICT"

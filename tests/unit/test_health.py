@@ -176,6 +176,6 @@ def test_the_probe_gives_its_connection_slot_back() -> None:
         settings = Settings(glance_url="http://glance.test:9292", max_connections=1)
         async with GlanceClient(settings, transport=httpx.MockTransport(handler)) as client:
             results = [await client.reachable(0.2) for _ in range(3)]
-            return results, client._slots.locked()
+            return results, client._slots.all_busy()
 
     assert asyncio.run(run()) == ([True, False, True], False)

@@ -1,4 +1,5 @@
-"""AddImage (gateway/upload.py): the message stream, and the calls to a small in-memory Glance.
+"""AddImage and StageImageData (gateway/upload.py, upload_stream.py): the message stream, and the calls to a
+small in-memory Glance.
 
 The fake Glance sits behind httpx.MockTransport, under the real GlanceClient. It keeps images by id with their
 statuses, records every request, reads an upload's body chunk by chunk as it arrives (so a test sees what
@@ -31,7 +32,8 @@ from gateway.config import Settings
 from gateway.errors import GatewayError, Operation
 from gateway.glance_client import JSON_PATCH, GlanceClient, JsonObject
 from gateway.stall import StallWatch
-from gateway.upload import UploadMessage, Uploads, UploadStream
+from gateway.upload import StageMessage, UploadMessage, Uploads
+from gateway.upload_stream import UploadStream
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
 C = grpc.StatusCode
@@ -88,6 +90,15 @@ class FakeGlance:
         self.stores: list[str] | None = None
         # A create that makes the record and then answers this status (its reply lost on the way back).
         self.create_made_then: int | None = None
+        # Each image's staged data, once a stage has completed.
+        self.staged: dict[str, bytes] = {}
+        # How long after a cut-off stage the image goes back to queued (a real Glance notices it a moment
+        # later, in its own worker); None: at once, inf: never.
+        self.unstage_after: float | None = None
+        # A stage whose worker starts this long after its request came, the data waiting meanwhile as in a
+        # socket's buffers (a real Glance whose uWSGI workers are busy); None: at once.
+        self.worker_delay: float | None = None
+        self.workers_busy = 0
 
     def client(self) -> GlanceClient:
         return GlanceClient(Settings(glance_url=BASE), transport=StreamingMockTransport(self.handle))
@@ -122,6 +133,8 @@ class FakeGlance:
             return httpx.Response(200, json=image)
         if method == "PUT" and parts[3:] == ["file"]:
             return await self._upload(image, request)
+        if method == "PUT" and parts[3:] == ["stage"]:
+            return await self._stage(image, request)
         if method == "PATCH" and len(parts) == 3:
             return self._patch(image, body)
         if method == "DELETE" and len(parts) == 3:
@@ -160,6 +173,60 @@ class FakeGlance:
             os_hash_algo="sha512",
             os_hash_value=hashlib.sha512(received).hexdigest(),
         )
+        return httpx.Response(204)
+
+    async def _stage(self, image: JsonObject, request: httpx.Request) -> httpx.Response:
+        if self.worker_delay is not None:
+            return await self._buffered_stage(image, request, self.worker_delay)
+        if image["status"] != "queued":
+            return answer(409, f"Image status transition from {image['status']} to uploading is not allowed")
+        image["status"] = "uploading"
+        received = self.received[image["id"]] = bytearray()
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        try:
+            async for chunk in request.stream:
+                received += chunk
+        except BaseException:
+            # Glance deletes the partial file and puts the image back to queued (image_data.stage).
+            if self.unstage_after is None:
+                image["status"] = "queued"
+            elif self.unstage_after != float("inf"):
+                asyncio.get_running_loop().call_later(self.unstage_after, image.update, {"status": "queued"})
+            raise
+        self.staged[image["id"]] = bytes(received)
+        image["size"] = len(received)
+        return httpx.Response(204)
+
+    async def _buffered_stage(
+        self, image: JsonObject, request: httpx.Request, delay: float
+    ) -> httpx.Response:
+        """The request's data goes into a buffer as fast as it comes, and its failure ends the exchange at
+        once, while the worker takes the data up `delay` later, and notices a cut-off body only then."""
+        buffered: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+
+        async def worker() -> None:
+            await asyncio.sleep(delay)
+            image["status"] = "uploading"
+            received = self.received[image["id"]] = bytearray()
+            while isinstance(item := await buffered.get(), bytes):
+                received += item
+            if item is None:
+                self.staged[image["id"]] = bytes(received)
+            else:
+                image["status"] = "queued"
+
+        self.workers_busy += 1
+        working = asyncio.ensure_future(worker())
+        working.add_done_callback(lambda _: setattr(self, "workers_busy", self.workers_busy - 1))
+        try:
+            async for chunk in request.stream:
+                buffered.put_nowait(bytes(chunk))
+        except BaseException as error:
+            buffered.put_nowait(error)
+            raise
+        buffered.put_nowait(None)
+        await working
         return httpx.Response(204)
 
     def _patch(self, image: JsonObject, operations: list[JsonObject]) -> httpx.Response:
@@ -204,13 +271,13 @@ async def stream(*items: UploadMessage) -> AsyncIterator[UploadMessage]:
 @asynccontextmanager
 async def watched(
     messages: AsyncIterator[UploadMessage], stall_timeout: float
-) -> AsyncIterator[UploadStream]:
+) -> AsyncIterator[UploadStream[pb.AddImageRequest]]:
     """An UploadStream under a StallWatch, as Uploads.add_image makes it: a stall ends the block."""
     async with StallWatch(stall_timeout, Operation.UPLOAD, "stalled", {}) as watch:
-        yield UploadStream(messages, watch)
+        yield UploadStream(messages, watch, "AddImage")
 
 
-async def read_all(upload_stream: UploadStream) -> list[bytes]:
+async def read_all(upload_stream: UploadStream[Any]) -> list[bytes]:
     got = []
     while (chunk := await upload_stream.next_chunk()) is not None:
         got.append(bytes(chunk))
@@ -220,7 +287,7 @@ async def read_all(upload_stream: UploadStream) -> list[bytes]:
 def stream_error(*items: UploadMessage, stall_timeout: float = 5.0) -> GatewayError:
     async def read() -> None:
         async with watched(stream(*items), stall_timeout) as upload_stream:
-            await upload_stream.spec()
+            await upload_stream.first()
             await read_all(upload_stream)
 
     with pytest.raises(GatewayError) as caught:
@@ -252,12 +319,12 @@ def test_a_malformed_message_is_invalid_argument_wherever_it_comes(before: list[
 
 
 def test_data_comes_as_views_and_as_messages_in_order_and_empty_ones_are_skipped() -> None:
-    async def read() -> tuple[pb.ImageSpec, list[bytes], UploadStream]:
+    async def read() -> tuple[pb.ImageSpec, list[bytes], UploadStream[Any]]:
         messages = stream(
             spec(name="n"), data(b""), memoryview(b"ab"), memoryview(b""), data(b"cd"), memoryview(b"e")
         )
         async with watched(messages, 5.0) as upload_stream:
-            first = await upload_stream.spec()
+            first = (await upload_stream.first()).spec
             return first, await read_all(upload_stream), upload_stream
 
     first, got, upload_stream = asyncio.run(read())
@@ -267,9 +334,9 @@ def test_data_comes_as_views_and_as_messages_in_order_and_empty_ones_are_skipped
 
 
 def test_a_finish_ends_the_data_and_is_kept() -> None:
-    async def read() -> tuple[list[bytes], UploadStream, bool]:
+    async def read() -> tuple[list[bytes], UploadStream[Any], bool]:
         async with watched(stream(spec(), memoryview(b"ab"), finish(sha512=SHA512)), 5.0) as upload_stream:
-            await upload_stream.spec()
+            await upload_stream.first()
             got = await read_all(upload_stream)
             # Once ended, the stream is not read again.
             return got, upload_stream, await upload_stream.next_chunk() is None
@@ -281,9 +348,9 @@ def test_a_finish_ends_the_data_and_is_kept() -> None:
 
 
 def test_a_finish_right_after_the_spec_ends_an_empty_upload() -> None:
-    async def read() -> tuple[list[bytes], UploadStream]:
+    async def read() -> tuple[list[bytes], UploadStream[Any]]:
         async with watched(stream(spec(), finish()), 5.0) as upload_stream:
-            await upload_stream.spec()
+            await upload_stream.first()
             return await read_all(upload_stream), upload_stream
 
     got, upload_stream = asyncio.run(read())
@@ -326,7 +393,7 @@ async def stalling(*items: UploadMessage) -> AsyncIterator[UploadMessage]:
 def test_a_client_silent_past_the_stall_timeout_is_stopped(sent: list[UploadMessage]) -> None:
     async def read() -> None:
         async with watched(stalling(*sent), 0.05) as upload_stream:
-            await upload_stream.spec()
+            await upload_stream.first()
             await read_all(upload_stream)
 
     started = time.monotonic()
@@ -345,7 +412,7 @@ def test_the_stall_timeout_is_per_message_not_for_the_whole_stream() -> None:
 
     async def read() -> list[bytes]:
         async with watched(slow(), 0.08) as upload_stream:
-            await upload_stream.spec()
+            await upload_stream.first()
             return await read_all(upload_stream)
 
     assert asyncio.run(read()) == [b"a", b"b", b"c", b"d"]
@@ -925,3 +992,303 @@ def test_a_failed_create_under_an_id_already_being_removed_leaves_no_unawaited_c
     assert [
         str(warning.message) for warning in caught_warnings if "never awaited" in str(warning.message)
     ] == []
+
+
+# --- Uploads.stage (StageImageData) against the fake Glance ---------------------------------------------
+
+QUEUED_ID = "5f0c2a51-98a6-4a57-9a53-0c3a7e2f1d6b"
+STAGE_MALFORMED = wire.MalformedMessage("StageImageData", pb.StageImageDataRequest.DESCRIPTOR.full_name)
+
+
+def stage_spec(**fields: Any) -> pb.StageImageDataRequest:
+    fields.setdefault("image_id", QUEUED_ID)
+    return pb.StageImageDataRequest(spec=pb.StageSpec(**fields))
+
+
+def stage_finish(sha512: str = "", md5: str = "") -> pb.StageImageDataRequest:
+    return pb.StageImageDataRequest(finish=pb.UploadFinish(sha512=sha512, md5=md5))
+
+
+def stage_chunks(*pieces: bytes) -> list[StageMessage]:
+    return [
+        memoryview(piece) if index % 2 else pb.StageImageDataRequest(data=piece)
+        for index, piece in enumerate(pieces)
+    ]
+
+
+def queued_glance(status: str = "queued") -> FakeGlance:
+    glance = FakeGlance()
+    glance.images[QUEUED_ID] = {"id": QUEUED_ID, "name": "q", "status": status, "size": None}
+    return glance
+
+
+@dataclass
+class Staged:
+    image: JsonObject | None
+    error: GatewayError | None
+    # What Glance had when stage() returned.
+    status_then: str
+    methods_then: list[str]
+    workers_busy_then: int = 0
+
+
+async def stage_attempt(
+    glance: FakeGlance, messages: AsyncIterator[StageMessage], stall_timeout: float = 5.0
+) -> Staged:
+    async with glance.client() as client, Janitor(client) as janitor:
+        uploads = Uploads(client, janitor, stall_timeout)
+        image: JsonObject | None = None
+        error: GatewayError | None = None
+        try:
+            image = await uploads.stage(messages, CallContext(token="tok"))
+        except GatewayError as failure:
+            error = failure
+        status = str(glance.images.get(QUEUED_ID, {}).get("status"))
+        return Staged(image, error, status, glance.methods, glance.workers_busy)
+
+
+def stage(glance: FakeGlance, *items: StageMessage, stall_timeout: float = 5.0) -> Staged:
+    async def messages() -> AsyncIterator[StageMessage]:
+        for item in items:
+            yield item
+
+    return asyncio.run(stage_attempt(glance, messages(), stall_timeout))
+
+
+def stage_failed(outcome: Staged) -> GatewayError:
+    assert outcome.error is not None, f"stage succeeded: {outcome.image}"
+    return outcome.error
+
+
+@pytest.mark.parametrize("size", [None, len(DATA)], ids=["unsized", "sized"])
+def test_a_stage_checks_the_image_then_puts_the_data_to_its_staging_area(size: int | None) -> None:
+    glance = queued_glance()
+    outcome = stage(glance, stage_spec(size=size), *stage_chunks(*CHUNKS))
+    assert outcome.error is None and outcome.image is not None
+    # The image checked; the PUT; after its first chunk, a look that Glance has begun (it has: "uploading");
+    # the staged image.
+    assert glance.methods == ["GET", "PUT", "GET", "GET"]
+    put = glance.seen("PUT")[0]
+    assert put.path == f"/v2/images/{QUEUED_ID}/stage"
+    assert put.headers["content-type"] == "application/octet-stream"
+    assert put.headers["x-auth-token"] == "tok"
+    assert put.headers.get("x-openstack-image-size") == (None if size is None else str(size))
+    assert "x-image-meta-store" not in put.headers
+    assert glance.staged[QUEUED_ID] == DATA
+    assert outcome.image["status"] == "uploading" and outcome.image["size"] == len(DATA)
+    # Staging never creates or deletes an image.
+    assert list(glance.images) == [QUEUED_ID]
+
+
+def test_a_stage_with_the_right_finish_digests_is_staged() -> None:
+    glance = queued_glance()
+    spec = stage_spec(finish_digests=[pb.DIGEST_ALGORITHM_SHA512, pb.DIGEST_ALGORITHM_MD5])
+    outcome = stage(glance, spec, *stage_chunks(*CHUNKS), stage_finish(sha512=SHA512, md5=MD5))
+    assert outcome.error is None
+    assert glance.staged[QUEUED_ID] == DATA
+
+
+@pytest.mark.parametrize(
+    "image_id, reason", [("", "MISSING_IMAGE_ID"), ("not-a-uuid", "INVALID_IMAGE_ID")], ids=["none", "bad"]
+)
+def test_a_stage_spec_without_a_valid_image_id_is_refused_before_glance_is_asked(
+    image_id: str, reason: str
+) -> None:
+    glance = queued_glance()
+    outcome = stage(glance, stage_spec(image_id=image_id), *stage_chunks(*CHUNKS))
+    assert (stage_failed(outcome).code, stage_failed(outcome).reason) == (C.INVALID_ARGUMENT, reason)
+    assert glance.requests == []
+
+
+@pytest.mark.parametrize(
+    "after_spec, reason",
+    [
+        ([], "NO_DATA"),
+        ([stage_finish()], "NO_DATA"),
+        ([pb.StageImageDataRequest(data=b"")], "NO_DATA"),
+    ],
+    ids=["spec-only", "finish-only", "empty-chunk"],
+)
+def test_a_stage_without_data_is_refused_before_glance_is_asked(
+    after_spec: list[StageMessage], reason: str
+) -> None:
+    glance = queued_glance()
+    outcome = stage(glance, stage_spec(), *after_spec)
+    assert (stage_failed(outcome).code, stage_failed(outcome).reason) == (C.INVALID_ARGUMENT, reason)
+    assert glance.requests == []
+
+
+def test_a_stage_announcing_a_finish_that_never_comes_before_any_data_asks_glance_nothing() -> None:
+    glance = queued_glance()
+    outcome = stage(glance, stage_spec(ends_with_finish=True))
+    assert stage_failed(outcome).reason == "FINISH_MISSING"
+    assert "StageImageData" in stage_failed(outcome).message
+    assert glance.requests == []
+
+
+def test_the_first_stage_message_must_be_the_spec() -> None:
+    glance = queued_glance()
+    outcome = stage(glance, *stage_chunks(*CHUNKS))
+    error = stage_failed(outcome)
+    assert (error.reason, error.message) == (
+        "SPEC_NOT_FIRST",
+        "the first StageImageData message must carry the spec",
+    )
+    assert glance.requests == []
+
+
+def test_a_stage_into_a_missing_image_is_not_found_with_no_data_sent() -> None:
+    glance = FakeGlance()
+    outcome = stage(glance, stage_spec(), *stage_chunks(*CHUNKS))
+    error = stage_failed(outcome)
+    assert (error.code, error.reason) == (C.NOT_FOUND, "NOT_FOUND")
+    assert error.metadata["glance_status"] == "404"
+    assert glance.methods == ["GET"]
+
+
+@pytest.mark.parametrize("status", ["active", "uploading", "importing", "saving"])
+def test_a_stage_into_an_image_that_is_not_queued_is_failed_precondition_with_no_data_sent(
+    status: str,
+) -> None:
+    glance = queued_glance(status)
+    outcome = stage(glance, stage_spec(), *stage_chunks(*CHUNKS))
+    error = stage_failed(outcome)
+    assert (error.code, error.reason) == (C.FAILED_PRECONDITION, "IMAGE_NOT_QUEUED")
+    assert error.metadata == {"image_id": QUEUED_ID} and status in error.message
+    assert glance.methods == ["GET"] and outcome.status_then == status
+
+
+def assert_unstaged(glance: FakeGlance, outcome: Staged) -> None:
+    """The stage was cut off before its last chunk: nothing staged, the image queued when stage() returned."""
+    assert bytes(glance.received[QUEUED_ID]) == ALL_BUT_LAST
+    assert QUEUED_ID not in glance.staged
+    assert outcome.status_then == "queued"
+
+
+@pytest.mark.parametrize(
+    "spec, ending, reason",
+    [
+        (stage_spec(expected_sha512="a" * 128), [], "CHECKSUM_MISMATCH"),
+        (
+            stage_spec(finish_digests=[pb.DIGEST_ALGORITHM_MD5]),
+            [stage_finish(md5="0" * 32)],
+            "CHECKSUM_MISMATCH",
+        ),
+        (stage_spec(size=len(DATA) + 1), [], "SIZE_MISMATCH"),
+        (stage_spec(ends_with_finish=True), [], "FINISH_MISSING"),
+        (stage_spec(), [STAGE_MALFORMED], "MALFORMED_REQUEST"),
+    ],
+    ids=["sha512", "finish-md5", "short", "no-finish", "malformed"],
+)
+def test_a_stage_failing_its_checks_never_sends_the_last_chunk_and_leaves_the_image_queued(
+    spec: pb.StageImageDataRequest, ending: list[StageMessage], reason: str
+) -> None:
+    glance = queued_glance()
+    outcome = stage(glance, spec, *stage_chunks(*CHUNKS), *ending)
+    assert stage_failed(outcome).reason == reason
+    assert_unstaged(glance, outcome)
+
+
+def test_a_failed_stage_returns_only_once_glance_has_put_the_image_back_to_queued() -> None:
+    glance = queued_glance()
+    glance.unstage_after = 0.3  # the cut-off stage is noticed later, as in a real Glance's worker
+    outcome = stage(glance, stage_spec(expected_md5="0" * 32), *stage_chunks(*CHUNKS))
+    assert stage_failed(outcome).code == C.DATA_LOSS
+    assert_unstaged(glance, outcome)
+    # The looks that waited for it, after the PUT.
+    assert outcome.methods_then[:2] == ["GET", "PUT"] and outcome.methods_then[-1] == "GET"
+    assert len(outcome.methods_then) > 3
+
+
+def test_the_wait_for_a_failed_stage_to_be_undone_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upload, "DISCARD_WAIT_SECONDS", 0.2)
+    glance = queued_glance()
+    glance.unstage_after = float("inf")
+    outcome = stage(glance, stage_spec(expected_md5="0" * 32), *stage_chunks(*CHUNKS))
+    assert stage_failed(outcome).reason == "CHECKSUM_MISMATCH"
+    assert outcome.status_then == "uploading"
+
+
+def test_a_stage_glance_refuses_is_its_answer_with_no_wait() -> None:
+    glance = queued_glance()
+    glance.failures["PUT"] = [413]
+    outcome = stage(glance, stage_spec(), *stage_chunks(*CHUNKS))
+    error = stage_failed(outcome)
+    assert (error.code, error.metadata["glance_status"]) == (C.RESOURCE_EXHAUSTED, "413")
+    assert glance.methods == ["GET", "PUT"]
+
+
+def test_a_client_stalled_mid_stage_ends_with_nothing_staged() -> None:
+    glance = queued_glance()
+    glance.unstage_after = 0.1
+
+    async def stalling_stage() -> AsyncIterator[StageMessage]:
+        yield stage_spec()
+        for message in stage_chunks(*CHUNKS):
+            yield message
+        await asyncio.sleep(60)
+
+    outcome = asyncio.run(stage_attempt(glance, stalling_stage(), stall_timeout=0.05))
+    error = stage_failed(outcome)
+    assert (error.code, error.reason) == (C.DEADLINE_EXCEEDED, "CLIENT_STALLED")
+    assert_unstaged(glance, outcome)
+
+
+def test_a_stage_cancelled_mid_data_never_completes_and_does_not_wait() -> None:
+    async def scenario() -> tuple[FakeGlance, list[str]]:
+        glance = queued_glance()
+        stuck = asyncio.Event()
+
+        async def client() -> AsyncIterator[StageMessage]:
+            yield stage_spec()
+            for message in stage_chunks(*CHUNKS):
+                yield message
+            await stuck.wait()  # never set: the client is cancelled here
+
+        async with glance.client() as client_, Janitor(client_) as janitor:
+            call = asyncio.create_task(Uploads(client_, janitor, 5.0).stage(client(), CallContext()))
+            await asyncio.wait_for(glance.arrived["PUT"].wait(), 5)
+            await asyncio.sleep(0.02)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        return glance, glance.methods
+
+    glance, methods = asyncio.run(scenario())
+    assert methods == ["GET", "PUT", "GET"]  # no look after the cancel
+    assert bytes(glance.received[QUEUED_ID]) == ALL_BUT_LAST
+    assert QUEUED_ID not in glance.staged and glance.images[QUEUED_ID]["status"] == "queued"
+
+
+def test_a_stage_sends_only_its_first_chunk_until_glance_has_begun_reading() -> None:
+    glance = queued_glance()
+    glance.worker_delay = 0.2
+    outcome = stage(glance, stage_spec(), *stage_chunks(*CHUNKS))
+    assert outcome.error is None and glance.staged[QUEUED_ID] == DATA
+    # The gateway looked until the worker had begun; only then did the rest of the data go.
+    assert glance.methods.count("GET") > 3
+
+
+def test_a_failed_stage_whose_glance_worker_starts_late_returns_once_that_worker_has_undone_it() -> None:
+    # Measured on Glance 33: the data of a stage cut off before a worker took it up waited in socket buffers,
+    # and the worker made the image "uploading" after the gateway had found it untouched.
+    glance = queued_glance()
+    glance.worker_delay = 0.2
+    outcome = stage(glance, stage_spec(expected_md5="0" * 32), *stage_chunks(*CHUNKS))
+    assert stage_failed(outcome).reason == "CHECKSUM_MISMATCH"
+    assert (outcome.workers_busy_then, outcome.status_then) == (0, "queued")
+    assert QUEUED_ID not in glance.staged and bytes(glance.received[QUEUED_ID]) == ALL_BUT_LAST
+
+
+def test_a_stage_glance_never_begins_to_take_fails_and_waits_no_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upload, "GLANCE_START_SECONDS", 0.2)
+    monkeypatch.setattr(upload, "DISCARD_WAIT_SECONDS", 0.2)
+    glance = queued_glance()
+    glance.worker_delay = 60.0
+    outcome = stage(glance, stage_spec(), *stage_chunks(*CHUNKS))
+    error = stage_failed(outcome)
+    assert (error.code, error.reason) == (C.DEADLINE_EXCEEDED, "GLANCE_TIMEOUT")
+    assert "did not begin" in error.message
+    assert QUEUED_ID not in glance.staged

@@ -1,6 +1,7 @@
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import grpc
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -237,9 +238,107 @@ def test_a_path_tag_is_any_ascii_tag_without_a_slash(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("", "INVALID_TAG"), ("a/b", "INVALID_TAG"), ("é", "INVALID_TAG"), ("x" * 256, "VALUE_TOO_LONG")],
+    [
+        ("", "INVALID_TAG"),
+        ("a/b", "INVALID_TAG"),
+        ("é", "INVALID_TAG"),
+        (".", "INVALID_TAG"),
+        ("..", "INVALID_TAG"),
+        ("x" * 256, "VALUE_TOO_LONG"),
+    ],
 )
 def test_a_path_tag_refuses_what_glance_cannot_take_in_a_path(value: str, reason: str) -> None:
     with pytest.raises(GatewayError) as caught:
         validation.path_tag(value)
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "value", ["0c8a5b4ff1e94e4c9a1d6f3a2b7e8d90", "Project_1", "svc@example.org", "a.b-c", "...", "x" * 255]
+)
+def test_member_ids_are_plain_project_ids(value: str) -> None:
+    assert validation.member_id(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("", "MISSING_MEMBER_ID"),
+        # Dot segments: httpx would resolve .../members/.. to the image itself.
+        (".", "INVALID_MEMBER_ID"),
+        ("..", "INVALID_MEMBER_ID"),
+        # Glance 33 stores these on create but cannot find them again by path.
+        ("a/b", "INVALID_MEMBER_ID"),
+        ("projet-é", "INVALID_MEMBER_ID"),
+        ("x" * 256, "INVALID_MEMBER_ID"),
+        ("a%2Fb", "INVALID_MEMBER_ID"),
+        ("a b", "INVALID_MEMBER_ID"),
+        ("a\nb", "INVALID_MEMBER_ID"),
+        ("a?b#c", "INVALID_MEMBER_ID"),
+    ],
+)
+def test_member_ids_that_cannot_be_one_path_segment_are_refused(value: str, reason: str) -> None:
+    assert reason_of(validation.member_id, value) == reason
+
+
+# Mostly characters that pass, dots above all, so that many examples are accepted ids.
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="a9_.@-./%é? #", max_size=260))
+def test_an_accepted_member_id_is_sent_as_exactly_one_path_segment(value: str) -> None:
+    try:
+        accepted = validation.member_id(value)
+    except GatewayError:
+        return
+    members = "/v2/images/x/members/"
+    # What the gateway's client sends (httpx resolves dot segments): one more segment, the member's own.
+    sent = httpx.Request("DELETE", "http://g" + members + quote(accepted, safe="")).url.raw_path.decode()
+    assert sent.startswith(members) and "/" not in sent[len(members) :]
+    assert unquote(sent[len(members) :]) == accepted
+
+
+# -- import_uri: what Glance is asked to fetch (web-download) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:8080/img.raw",
+        "https://images.example.com/a/b.qcow2?sig=abc&x=1",
+        "HTTP://Example.com/x%20y",
+        "http://[::1]:80/x",
+        "http://h/" + "a" * (validation.MAX_IMPORT_URI - len("http://h/")),
+    ],
+)
+def test_http_and_https_uris_with_a_host_are_kept_as_given(uri: str) -> None:
+    assert validation.import_uri(uri) == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("", "MISSING_URI"),
+        ("ftp://example.com/x", "INVALID_URI"),
+        ("file:///etc/passwd", "INVALID_URI"),
+        ("http:///no-host", "INVALID_URI"),
+        ("/relative/path", "INVALID_URI"),
+        ("http://example.com/a b", "INVALID_URI"),
+        ("http://example.com/\x00", "INVALID_URI"),
+        ("http://example.com/\n", "INVALID_URI"),
+        ("http://example.com/é", "INVALID_URI"),
+        ("http://example.com:99999/x", "INVALID_URI"),
+        ("http://[::1/x", "INVALID_URI"),
+        ("http://h/" + "a" * (validation.MAX_IMPORT_URI - len("http://h/") + 1), "INVALID_URI"),
+    ],
+    ids=[
+        "empty", "ftp", "file", "no-host", "relative", "space", "nul", "newline", "non-ascii", "bad-port",
+        "bad-bracket", "too-long",
+    ],
+)  # fmt: skip
+def test_other_uris_are_refused(uri: str, reason: str) -> None:
+    assert reason_of(validation.import_uri, uri) == reason
+
+
+def test_a_refused_uri_is_quoted_short_in_the_message() -> None:
+    with pytest.raises(GatewayError) as caught:
+        validation.import_uri("http://[::1/" + "x" * 500)
+    assert len(caught.value.message) < 200

@@ -17,7 +17,13 @@ from gateway import wire
 from gateway.errors import ERROR_DOMAIN
 from gateway.interceptor import RpcObserver
 from gateway.rpc_scope import GRPC_AIO_LOGGER
-from gateway.wire import SERVICE_NAME, MalformedMessage, data_message, parse_upload_message
+from gateway.wire import (
+    SERVICE_NAME,
+    MalformedMessage,
+    data_message,
+    parse_stage_message,
+    parse_upload_message,
+)
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
@@ -40,11 +46,18 @@ def test_hand_framed_data_is_the_protobuf_encoding(size: int) -> None:
     assert parsed.WhichOneof("content") == "data" and parsed.data == chunk
 
 
+# The RPCs whose request streams carry image data: both parsed by the same hand parser.
+UPLOAD_RPCS = [("AddImage", pb.AddImageRequest), ("StageImageData", pb.StageImageDataRequest)]
+
+
+@pytest.mark.parametrize("method, request_type", UPLOAD_RPCS)
 @pytest.mark.parametrize("size", [1, 127, 128, 16384, 2**20])
-def test_data_only_upload_messages_parse_to_a_view_of_the_same_bytes(size: int) -> None:
+def test_data_only_upload_messages_parse_to_a_view_of_the_same_bytes(
+    size: int, method: str, request_type: Any
+) -> None:
     chunk = bytes(i % 253 for i in range(size))
-    raw = pb.AddImageRequest(data=chunk).SerializeToString()
-    parsed = parse_upload_message(raw)
+    raw = request_type(data=chunk).SerializeToString()
+    parsed = wire.REQUEST_PARSERS[method](raw)
     assert isinstance(parsed, memoryview) and parsed.tobytes() == chunk
     # The fast path: a view into the received bytes themselves, not a copy.
     assert parsed.obj is raw
@@ -59,16 +72,37 @@ def test_every_other_upload_message_parses_as_protobuf() -> None:
     assert parse_upload_message(b"") == pb.AddImageRequest()
 
 
+def test_every_other_stage_message_parses_as_the_stage_request() -> None:
+    spec = pb.StageImageDataRequest(spec=pb.StageSpec(image_id="i", size=3, ends_with_finish=True))
+    assert parse_stage_message(spec.SerializeToString()) == spec
+    finish = pb.StageImageDataRequest(finish=pb.UploadFinish(md5="m"))
+    assert parse_stage_message(finish.SerializeToString()) == finish
+    both = pb.StageImageDataRequest(data=b"abc").SerializeToString() + spec.SerializeToString()
+    parsed = parse_stage_message(both)
+    assert isinstance(parsed, pb.StageImageDataRequest) and parsed.WhichOneof("content") == "spec"
+
+
+@pytest.mark.parametrize("method, request_type", UPLOAD_RPCS)
 @pytest.mark.parametrize("raw", [b"\x0a", b"\x0a\x05ab", b"\x0a\xff\xff", b"\x0a" + b"\xff" * 11, JUNK])
-def test_malformed_upload_messages_come_back_as_malformed_not_raised(raw: bytes) -> None:
+def test_malformed_upload_messages_come_back_as_malformed_not_raised(
+    raw: bytes, method: str, request_type: Any
+) -> None:
     with pytest.raises(Exception, match="Error parsing message"):
-        pb.AddImageRequest.FromString(raw)
-    parsed = parse_upload_message(raw)
+        request_type.FromString(raw)
+    parsed = wire.REQUEST_PARSERS[method](raw)
     assert isinstance(parsed, MalformedMessage)
-    assert parsed.method == "AddImage"
+    assert parsed.method == method
     assert (
-        parsed.describe() == "the AddImage request is not a valid glance.gateway.v1.AddImageRequest message"
+        parsed.describe()
+        == f"the {method} request is not a valid glance.gateway.v1.{request_type.__name__} message"
     )
+
+
+@pytest.mark.parametrize("request_type", [pb.GetImageRequest, pb.DownloadHeader, pb.ImageSpec])
+def test_only_a_request_with_bytes_data_as_field_1_gets_the_hand_parser(request_type: Any) -> None:
+    # GetImageRequest's field 1 is a string, the others have no `data`: a view would be the wrong message.
+    with pytest.raises(TypeError, match="bytes data = 1"):
+        wire.upload_message_parser("X", request_type)
 
 
 def test_every_method_has_a_request_parser_that_never_raises() -> None:
@@ -227,7 +261,7 @@ async def _call_raw(
                 call: Any
                 if method == "GetImage":
                     call = untyped(channel).unary_stream(path)(messages[0])
-                elif method == "AddImage":
+                elif method in ("AddImage", "StageImageData"):
                     call = untyped(channel).stream_unary(path)(iter(messages))
                 else:
                     call = untyped(channel).unary_unary(path)(messages[0])
@@ -309,6 +343,19 @@ def test_well_formed_requests_still_reach_the_servicer(servicer_type: type[Recor
     spec, data = servicer.seen[5:]
     assert spec == pb.AddImageRequest(spec=pb.ImageSpec(name="n"))
     assert isinstance(data, memoryview) and data.tobytes() == b"d"
+
+
+def test_stage_data_messages_reach_the_servicer_as_views() -> None:
+    servicer = RecordingServicer()
+    spec = pb.StageImageDataRequest(spec=pb.StageSpec(image_id="i"))
+    finish = pb.StageImageDataRequest(finish=pb.UploadFinish())
+    messages = [spec.SerializeToString(), data_message(b"dd"), finish.SerializeToString(), JUNK]
+    outcomes = asyncio.run(_call_raw(servicer, [("StageImageData", messages)]))
+    assert outcomes[0][0] == grpc.StatusCode.OK
+    first, data, last, junk = servicer.seen
+    assert (first, last) == (spec, finish)
+    assert isinstance(data, memoryview) and data.tobytes() == b"dd"
+    assert junk == MalformedMessage("StageImageData", "glance.gateway.v1.StageImageDataRequest")
 
 
 def test_a_junk_upload_message_is_an_item_of_the_request_stream() -> None:

@@ -59,7 +59,9 @@ class _ImageStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImageStat
     IMAGE_STATUS_UPLOADING: _ImageStatus.ValueType  # 8
     """Data was staged by an interoperable import."""
     IMAGE_STATUS_IMPORTING: _ImageStatus.ValueType  # 9
-    """An interoperable import is in progress."""
+    """An interoperable import is in progress (or a glance-direct import failed:
+    Glance 33 leaves the image here).
+    """
 
 class ImageStatus(_ImageStatus, metaclass=_ImageStatusEnumTypeWrapper):
     """ImageStatus is an image's lifecycle state in Glance."""
@@ -83,7 +85,9 @@ IMAGE_STATUS_DEACTIVATED: ImageStatus.ValueType  # 7
 IMAGE_STATUS_UPLOADING: ImageStatus.ValueType  # 8
 """Data was staged by an interoperable import."""
 IMAGE_STATUS_IMPORTING: ImageStatus.ValueType  # 9
-"""An interoperable import is in progress."""
+"""An interoperable import is in progress (or a glance-direct import failed:
+Glance 33 leaves the image here).
+"""
 Global___ImageStatus: _TypeAlias = ImageStatus  # noqa: Y015
 
 class _Visibility:
@@ -371,25 +375,35 @@ class _ImportState:
 class _ImportStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     IMPORT_STATE_UNSPECIFIED: _ImportState.ValueType  # 0
-    """Not known to this API version."""
+    """Not known to this API version; also: the image has no import to follow."""
     IMPORT_STATE_IN_PROGRESS: _ImportState.ValueType  # 1
     """Glance is still importing into some store."""
     IMPORT_STATE_SUCCEEDED: _ImportState.ValueType  # 2
     """Nothing is left to import and no store failed."""
     IMPORT_STATE_FAILED: _ImportState.ValueType  # 3
-    """Nothing is left to import and at least one store failed."""
+    """The import ended without reaching every store: a store failed, was never
+    reached, or the image is killed or left "importing" (a failed
+    glance-direct in Glance 33: delete the image). A partial success with
+    all_stores_must_succeed false ends here too, the image active. Glance
+    keeps a failed store listed until an import into that store succeeds.
+    """
 
 class ImportState(_ImportState, metaclass=_ImportStateEnumTypeWrapper):
     """ImportState is where an image's import stands."""
 
 IMPORT_STATE_UNSPECIFIED: ImportState.ValueType  # 0
-"""Not known to this API version."""
+"""Not known to this API version; also: the image has no import to follow."""
 IMPORT_STATE_IN_PROGRESS: ImportState.ValueType  # 1
 """Glance is still importing into some store."""
 IMPORT_STATE_SUCCEEDED: ImportState.ValueType  # 2
 """Nothing is left to import and no store failed."""
 IMPORT_STATE_FAILED: ImportState.ValueType  # 3
-"""Nothing is left to import and at least one store failed."""
+"""The import ended without reaching every store: a store failed, was never
+reached, or the image is killed or left "importing" (a failed
+glance-direct in Glance 33: delete the image). A partial success with
+all_stores_must_succeed false ends here too, the image active. Glance
+keeps a failed store listed until an import into that store succeeds.
+"""
 Global___ImportState: _TypeAlias = ImportState  # noqa: Y015
 
 @_typing.final
@@ -632,9 +646,10 @@ class ListImagesRequest(_message.Message):
     protected: _builtins.bool
     """Only images that are (true) or are not (false) protected."""
     member_status: Global___MemberStatusFilter.ValueType
-    """Images shared with the caller's project, by the status of its
-    membership. Unset lists what Glance lists by default (shared images only
-    once accepted).
+    """Filters only the images shared with the caller's project, by its
+    membership status; the caller's own, public and community images are
+    listed as usual. Unset means ACCEPTED (Glance's default). Glance ignores
+    it for admins, who list every image.
     """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1384,7 +1399,9 @@ class CreateImageMemberRequest(_message.Message):
     image_id: _builtins.str
     """The id (a UUID) of the image to share."""
     member_id: _builtins.str
-    """The project id to share it with (at most 255 characters)."""
+    """The project id to share it with: at most 255 of A-Z a-z 0-9 _ . @ -
+    (not "." or "..").
+    """
     def __init__(
         self,
         *,
@@ -1878,7 +1895,10 @@ class ImportImageRequest(_message.Message):
     (INVALID_ARGUMENT).
     """
     all_stores: _builtins.bool
-    """Import into every store Glance has (instead of stores)."""
+    """Import into every store Glance has (instead of stores). With COPY_IMAGE,
+    stores that already hold the image are skipped; if that is all of them
+    the import succeeds at once.
+    """
     all_stores_must_succeed: _builtins.bool
     """With several stores: true (Glance's default when unset) fails the whole
     import when one store fails; false keeps the stores that succeeded and
@@ -1960,8 +1980,9 @@ class WatchImageImportResponse(_message.Message):
     IMPORTING_TO_STORES_FIELD_NUMBER: _builtins.int
     FAILED_STORES_FIELD_NUMBER: _builtins.int
     state: Global___ImportState.ValueType
-    """Where the import stands; the last message of the stream has SUCCEEDED or
-    FAILED unless the deadline ended it first.
+    """Where the import stands; the last message of the stream has SUCCEEDED,
+    FAILED or (nothing to follow) UNSPECIFIED, unless the deadline ended it
+    first.
     """
     @_builtins.property
     def image(self) -> Global___Image:
@@ -2097,7 +2118,7 @@ class QuotaUsage(_message.Message):
     usage: _builtins.int
     """How much the project uses (images, or MiB for the size quotas)."""
     limit: _builtins.int
-    """The project's limit, in the same unit."""
+    """The project's limit, in the same unit; -1 means unlimited."""
     def __init__(
         self,
         *,

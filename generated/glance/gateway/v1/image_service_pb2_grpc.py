@@ -223,9 +223,11 @@ class ImageServiceServicer:
         """CreateImageMember shares an image with another project: the project
         becomes a member with status PENDING and sees the image in its listings
         once it accepts (UpdateImageMember). Only an image whose visibility is
-        SHARED can have members: any other is FAILED_PRECONDITION. A project that
-        is already a member is ALREADY_EXISTS; more members than Glance's quota
-        is RESOURCE_EXHAUSTED.
+        SHARED can have members: any other is FAILED_PRECONDITION. Only members
+        (not readers) of the owning project may share (else PERMISSION_DENIED);
+        a project that cannot see the image gets NOT_FOUND. A project that is
+        already a member is ALREADY_EXISTS; more members than Glance's quota
+        (image_member_quota, 128 by default) is RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,14 +235,16 @@ class ImageServiceServicer:
 
     def ListImageMembers(self, request, context):
         """ListImageMembers lists the projects an image is shared with. The owner
-        sees every member; a member sees only itself.
+        sees every member; a member sees only itself. On an image that is not
+        SHARED: FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetImageMember(self, request, context):
-        """GetImageMember returns one member of an image.
+        """GetImageMember returns one member of an image. Another member's entry,
+        or any member of an image that is not SHARED, is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,15 +252,19 @@ class ImageServiceServicer:
 
     def UpdateImageMember(self, request, context):
         """UpdateImageMember sets a member's status (accept or reject a shared
-        image). Only the member project itself may: the owner gets
-        PERMISSION_DENIED.
+        image, or set it back to PENDING). Only a member-role user of the member
+        project may: the owner and readers get PERMISSION_DENIED. On an image
+        that is no longer SHARED: FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteImageMember(self, request, context):
-        """DeleteImageMember stops sharing an image with a project.
+        """DeleteImageMember stops sharing an image with a project. Only the owner
+        may (the member project gets PERMISSION_DENIED); on an image that is no
+        longer SHARED: FAILED_PRECONDITION (memberships survive a visibility
+        change).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -271,8 +279,11 @@ class ImageServiceServicer:
 
     def DeleteImageFromStore(self, request, context):
         """DeleteImageFromStore deletes an image's data from one store, leaving the
-        image and its data in its other stores. Deleting the data from the only
-        store that holds it is FAILED_PRECONDITION.
+        image and its data in its other stores. Admins only by default
+        (PERMISSION_DENIED). Deleting the data from the only store that holds it,
+        or naming any store while the image is in one store only, is
+        FAILED_PRECONDITION, as is an image that is not active; a store Glance
+        does not have is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,7 +295,11 @@ class ImageServiceServicer:
         queued image, every later message a chunk of data, and an optional last
         UploadFinish, exactly as AddImage. The data is verified and bounded like
         AddImage's; a call that fails leaves no staged data behind and the image
-        back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+        back in "queued", except after a failure that comes once all the data
+        reached Glance (a cancel at the very end), which may leave it staged
+        ("uploading"). A stage with no data is INVALID_ARGUMENT. The image needs
+        disk_format and container_format before ImportImage; then ImportImage
+        with GLANCE_DIRECT makes it active.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -303,7 +318,10 @@ class ImageServiceServicer:
     def WatchImageImport(self, request, context):
         """WatchImageImport follows an image's import: it sends the image at once,
         then again each time its status or its import progress changes, and ends
-        when the import has finished or failed (or at the call's deadline).
+        when the import has finished or failed. With a deadline, the stream ends
+        with status OK shortly (0.5 s) before it, its last message IN_PROGRESS.
+        An image with no import running gets one message and the end: SUCCEEDED
+        if active, UNSPECIFIED if it has no data yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -311,17 +329,20 @@ class ImageServiceServicer:
 
     def DeactivateImage(self, request, context):
         """DeactivateImage makes an image's data unavailable for download (a
-        download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
-        admins and to members of the owning project; others get
-        PERMISSION_DENIED. Only an active (or already deactivated) image can be
-        deactivated.
+        download by anyone but an admin is then FAILED_PRECONDITION) until
+        ReactivateImage. Allowed to admins and to members of the owning project;
+        others get PERMISSION_DENIED, or NOT_FOUND if they cannot see the image.
+        Only an active image can be deactivated (deactivating one already
+        deactivated does nothing); any other status is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReactivateImage(self, request, context):
-        """ReactivateImage makes a deactivated image's data available again.
+        """ReactivateImage makes a deactivated image's data available again. Same
+        permissions as DeactivateImage. Reactivating an active image does
+        nothing; any other status is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

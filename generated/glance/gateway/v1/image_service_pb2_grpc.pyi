@@ -89,29 +89,42 @@ class ImageServiceStub:
     """CreateImageMember shares an image with another project: the project
     becomes a member with status PENDING and sees the image in its listings
     once it accepts (UpdateImageMember). Only an image whose visibility is
-    SHARED can have members: any other is FAILED_PRECONDITION. A project that
-    is already a member is ALREADY_EXISTS; more members than Glance's quota
-    is RESOURCE_EXHAUSTED.
+    SHARED can have members: any other is FAILED_PRECONDITION. Only members
+    (not readers) of the owning project may share (else PERMISSION_DENIED);
+    a project that cannot see the image gets NOT_FOUND. A project that is
+    already a member is ALREADY_EXISTS; more members than Glance's quota
+    (image_member_quota, 128 by default) is RESOURCE_EXHAUSTED.
     """
     ListImageMembers: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ListImageMembersRequest, _image_service_pb2.ListImageMembersResponse]
     """ListImageMembers lists the projects an image is shared with. The owner
-    sees every member; a member sees only itself.
+    sees every member; a member sees only itself. On an image that is not
+    SHARED: FAILED_PRECONDITION.
     """
     GetImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.GetImageMemberRequest, _image_service_pb2.GetImageMemberResponse]
-    """GetImageMember returns one member of an image."""
+    """GetImageMember returns one member of an image. Another member's entry,
+    or any member of an image that is not SHARED, is NOT_FOUND.
+    """
     UpdateImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.UpdateImageMemberRequest, _image_service_pb2.UpdateImageMemberResponse]
     """UpdateImageMember sets a member's status (accept or reject a shared
-    image). Only the member project itself may: the owner gets
-    PERMISSION_DENIED.
+    image, or set it back to PENDING). Only a member-role user of the member
+    project may: the owner and readers get PERMISSION_DENIED. On an image
+    that is no longer SHARED: FAILED_PRECONDITION.
     """
     DeleteImageMember: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageMemberRequest, _image_service_pb2.DeleteImageMemberResponse]
-    """DeleteImageMember stops sharing an image with a project."""
+    """DeleteImageMember stops sharing an image with a project. Only the owner
+    may (the member project gets PERMISSION_DENIED); on an image that is no
+    longer SHARED: FAILED_PRECONDITION (memberships survive a visibility
+    change).
+    """
     ListStores: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ListStoresRequest, _image_service_pb2.ListStoresResponse]
     """ListStores lists the stores Glance can keep image data in."""
     DeleteImageFromStore: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageFromStoreRequest, _image_service_pb2.DeleteImageFromStoreResponse]
     """DeleteImageFromStore deletes an image's data from one store, leaving the
-    image and its data in its other stores. Deleting the data from the only
-    store that holds it is FAILED_PRECONDITION.
+    image and its data in its other stores. Admins only by default
+    (PERMISSION_DENIED). Deleting the data from the only store that holds it,
+    or naming any store while the image is in one store only, is
+    FAILED_PRECONDITION, as is an image that is not active; a store Glance
+    does not have is INVALID_ARGUMENT.
     """
     StageImageData: _grpc.StreamUnaryMultiCallable[_image_service_pb2.StageImageDataRequest, _image_service_pb2.StageImageDataResponse]
     """StageImageData uploads data for an interoperable import (Glance's
@@ -119,7 +132,11 @@ class ImageServiceStub:
     queued image, every later message a chunk of data, and an optional last
     UploadFinish, exactly as AddImage. The data is verified and bounded like
     AddImage's; a call that fails leaves no staged data behind and the image
-    back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+    back in "queued", except after a failure that comes once all the data
+    reached Glance (a cancel at the very end), which may leave it staged
+    ("uploading"). A stage with no data is INVALID_ARGUMENT. The image needs
+    disk_format and container_format before ImportImage; then ImportImage
+    with GLANCE_DIRECT makes it active.
     """
     ImportImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ImportImageRequest, _image_service_pb2.ImportImageResponse]
     """ImportImage starts an interoperable import: GLANCE_DIRECT (the staged
@@ -130,17 +147,24 @@ class ImageServiceStub:
     WatchImageImport: _grpc.UnaryStreamMultiCallable[_image_service_pb2.WatchImageImportRequest, _image_service_pb2.WatchImageImportResponse]
     """WatchImageImport follows an image's import: it sends the image at once,
     then again each time its status or its import progress changes, and ends
-    when the import has finished or failed (or at the call's deadline).
+    when the import has finished or failed. With a deadline, the stream ends
+    with status OK shortly (0.5 s) before it, its last message IN_PROGRESS.
+    An image with no import running gets one message and the end: SUCCEEDED
+    if active, UNSPECIFIED if it has no data yet.
     """
     DeactivateImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.DeactivateImageRequest, _image_service_pb2.DeactivateImageResponse]
     """DeactivateImage makes an image's data unavailable for download (a
-    download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
-    admins and to members of the owning project; others get
-    PERMISSION_DENIED. Only an active (or already deactivated) image can be
-    deactivated.
+    download by anyone but an admin is then FAILED_PRECONDITION) until
+    ReactivateImage. Allowed to admins and to members of the owning project;
+    others get PERMISSION_DENIED, or NOT_FOUND if they cannot see the image.
+    Only an active image can be deactivated (deactivating one already
+    deactivated does nothing); any other status is FAILED_PRECONDITION.
     """
     ReactivateImage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.ReactivateImageRequest, _image_service_pb2.ReactivateImageResponse]
-    """ReactivateImage makes a deactivated image's data available again."""
+    """ReactivateImage makes a deactivated image's data available again. Same
+    permissions as DeactivateImage. Reactivating an active image does
+    nothing; any other status is FAILED_PRECONDITION.
+    """
     GetQuotaUsage: _grpc.UnaryUnaryMultiCallable[_image_service_pb2.GetQuotaUsageRequest, _image_service_pb2.GetQuotaUsageResponse]
     """GetQuotaUsage returns the caller's project's usage of Glance's quotas.
     Empty when Glance does not enforce per-project limits (Keystone unified
@@ -195,29 +219,42 @@ class ImageServiceAsyncStub(ImageServiceStub):
     """CreateImageMember shares an image with another project: the project
     becomes a member with status PENDING and sees the image in its listings
     once it accepts (UpdateImageMember). Only an image whose visibility is
-    SHARED can have members: any other is FAILED_PRECONDITION. A project that
-    is already a member is ALREADY_EXISTS; more members than Glance's quota
-    is RESOURCE_EXHAUSTED.
+    SHARED can have members: any other is FAILED_PRECONDITION. Only members
+    (not readers) of the owning project may share (else PERMISSION_DENIED);
+    a project that cannot see the image gets NOT_FOUND. A project that is
+    already a member is ALREADY_EXISTS; more members than Glance's quota
+    (image_member_quota, 128 by default) is RESOURCE_EXHAUSTED.
     """
     ListImageMembers: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ListImageMembersRequest, _image_service_pb2.ListImageMembersResponse]  # type: ignore[assignment]
     """ListImageMembers lists the projects an image is shared with. The owner
-    sees every member; a member sees only itself.
+    sees every member; a member sees only itself. On an image that is not
+    SHARED: FAILED_PRECONDITION.
     """
     GetImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.GetImageMemberRequest, _image_service_pb2.GetImageMemberResponse]  # type: ignore[assignment]
-    """GetImageMember returns one member of an image."""
+    """GetImageMember returns one member of an image. Another member's entry,
+    or any member of an image that is not SHARED, is NOT_FOUND.
+    """
     UpdateImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.UpdateImageMemberRequest, _image_service_pb2.UpdateImageMemberResponse]  # type: ignore[assignment]
     """UpdateImageMember sets a member's status (accept or reject a shared
-    image). Only the member project itself may: the owner gets
-    PERMISSION_DENIED.
+    image, or set it back to PENDING). Only a member-role user of the member
+    project may: the owner and readers get PERMISSION_DENIED. On an image
+    that is no longer SHARED: FAILED_PRECONDITION.
     """
     DeleteImageMember: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageMemberRequest, _image_service_pb2.DeleteImageMemberResponse]  # type: ignore[assignment]
-    """DeleteImageMember stops sharing an image with a project."""
+    """DeleteImageMember stops sharing an image with a project. Only the owner
+    may (the member project gets PERMISSION_DENIED); on an image that is no
+    longer SHARED: FAILED_PRECONDITION (memberships survive a visibility
+    change).
+    """
     ListStores: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ListStoresRequest, _image_service_pb2.ListStoresResponse]  # type: ignore[assignment]
     """ListStores lists the stores Glance can keep image data in."""
     DeleteImageFromStore: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeleteImageFromStoreRequest, _image_service_pb2.DeleteImageFromStoreResponse]  # type: ignore[assignment]
     """DeleteImageFromStore deletes an image's data from one store, leaving the
-    image and its data in its other stores. Deleting the data from the only
-    store that holds it is FAILED_PRECONDITION.
+    image and its data in its other stores. Admins only by default
+    (PERMISSION_DENIED). Deleting the data from the only store that holds it,
+    or naming any store while the image is in one store only, is
+    FAILED_PRECONDITION, as is an image that is not active; a store Glance
+    does not have is INVALID_ARGUMENT.
     """
     StageImageData: _aio.StreamUnaryMultiCallable[_image_service_pb2.StageImageDataRequest, _image_service_pb2.StageImageDataResponse]  # type: ignore[assignment]
     """StageImageData uploads data for an interoperable import (Glance's
@@ -225,7 +262,11 @@ class ImageServiceAsyncStub(ImageServiceStub):
     queued image, every later message a chunk of data, and an optional last
     UploadFinish, exactly as AddImage. The data is verified and bounded like
     AddImage's; a call that fails leaves no staged data behind and the image
-    back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+    back in "queued", except after a failure that comes once all the data
+    reached Glance (a cancel at the very end), which may leave it staged
+    ("uploading"). A stage with no data is INVALID_ARGUMENT. The image needs
+    disk_format and container_format before ImportImage; then ImportImage
+    with GLANCE_DIRECT makes it active.
     """
     ImportImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ImportImageRequest, _image_service_pb2.ImportImageResponse]  # type: ignore[assignment]
     """ImportImage starts an interoperable import: GLANCE_DIRECT (the staged
@@ -236,17 +277,24 @@ class ImageServiceAsyncStub(ImageServiceStub):
     WatchImageImport: _aio.UnaryStreamMultiCallable[_image_service_pb2.WatchImageImportRequest, _image_service_pb2.WatchImageImportResponse]  # type: ignore[assignment]
     """WatchImageImport follows an image's import: it sends the image at once,
     then again each time its status or its import progress changes, and ends
-    when the import has finished or failed (or at the call's deadline).
+    when the import has finished or failed. With a deadline, the stream ends
+    with status OK shortly (0.5 s) before it, its last message IN_PROGRESS.
+    An image with no import running gets one message and the end: SUCCEEDED
+    if active, UNSPECIFIED if it has no data yet.
     """
     DeactivateImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.DeactivateImageRequest, _image_service_pb2.DeactivateImageResponse]  # type: ignore[assignment]
     """DeactivateImage makes an image's data unavailable for download (a
-    download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
-    admins and to members of the owning project; others get
-    PERMISSION_DENIED. Only an active (or already deactivated) image can be
-    deactivated.
+    download by anyone but an admin is then FAILED_PRECONDITION) until
+    ReactivateImage. Allowed to admins and to members of the owning project;
+    others get PERMISSION_DENIED, or NOT_FOUND if they cannot see the image.
+    Only an active image can be deactivated (deactivating one already
+    deactivated does nothing); any other status is FAILED_PRECONDITION.
     """
     ReactivateImage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.ReactivateImageRequest, _image_service_pb2.ReactivateImageResponse]  # type: ignore[assignment]
-    """ReactivateImage makes a deactivated image's data available again."""
+    """ReactivateImage makes a deactivated image's data available again. Same
+    permissions as DeactivateImage. Reactivating an active image does
+    nothing; any other status is FAILED_PRECONDITION.
+    """
     GetQuotaUsage: _aio.UnaryUnaryMultiCallable[_image_service_pb2.GetQuotaUsageRequest, _image_service_pb2.GetQuotaUsageResponse]  # type: ignore[assignment]
     """GetQuotaUsage returns the caller's project's usage of Glance's quotas.
     Empty when Glance does not enforce per-project limits (Keystone unified
@@ -352,9 +400,11 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateImageMember shares an image with another project: the project
         becomes a member with status PENDING and sees the image in its listings
         once it accepts (UpdateImageMember). Only an image whose visibility is
-        SHARED can have members: any other is FAILED_PRECONDITION. A project that
-        is already a member is ALREADY_EXISTS; more members than Glance's quota
-        is RESOURCE_EXHAUSTED.
+        SHARED can have members: any other is FAILED_PRECONDITION. Only members
+        (not readers) of the owning project may share (else PERMISSION_DENIED);
+        a project that cannot see the image gets NOT_FOUND. A project that is
+        already a member is ALREADY_EXISTS; more members than Glance's quota
+        (image_member_quota, 128 by default) is RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod
@@ -364,7 +414,8 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.ListImageMembersResponse, _abc.Awaitable[_image_service_pb2.ListImageMembersResponse]]:
         """ListImageMembers lists the projects an image is shared with. The owner
-        sees every member; a member sees only itself.
+        sees every member; a member sees only itself. On an image that is not
+        SHARED: FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
@@ -373,7 +424,9 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _image_service_pb2.GetImageMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.GetImageMemberResponse, _abc.Awaitable[_image_service_pb2.GetImageMemberResponse]]:
-        """GetImageMember returns one member of an image."""
+        """GetImageMember returns one member of an image. Another member's entry,
+        or any member of an image that is not SHARED, is NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def UpdateImageMember(
@@ -382,8 +435,9 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.UpdateImageMemberResponse, _abc.Awaitable[_image_service_pb2.UpdateImageMemberResponse]]:
         """UpdateImageMember sets a member's status (accept or reject a shared
-        image). Only the member project itself may: the owner gets
-        PERMISSION_DENIED.
+        image, or set it back to PENDING). Only a member-role user of the member
+        project may: the owner and readers get PERMISSION_DENIED. On an image
+        that is no longer SHARED: FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
@@ -392,7 +446,11 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _image_service_pb2.DeleteImageMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.DeleteImageMemberResponse, _abc.Awaitable[_image_service_pb2.DeleteImageMemberResponse]]:
-        """DeleteImageMember stops sharing an image with a project."""
+        """DeleteImageMember stops sharing an image with a project. Only the owner
+        may (the member project gets PERMISSION_DENIED); on an image that is no
+        longer SHARED: FAILED_PRECONDITION (memberships survive a visibility
+        change).
+        """
 
     @_abc_1.abstractmethod
     def ListStores(
@@ -409,8 +467,11 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.DeleteImageFromStoreResponse, _abc.Awaitable[_image_service_pb2.DeleteImageFromStoreResponse]]:
         """DeleteImageFromStore deletes an image's data from one store, leaving the
-        image and its data in its other stores. Deleting the data from the only
-        store that holds it is FAILED_PRECONDITION.
+        image and its data in its other stores. Admins only by default
+        (PERMISSION_DENIED). Deleting the data from the only store that holds it,
+        or naming any store while the image is in one store only, is
+        FAILED_PRECONDITION, as is an image that is not active; a store Glance
+        does not have is INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod
@@ -424,7 +485,11 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         queued image, every later message a chunk of data, and an optional last
         UploadFinish, exactly as AddImage. The data is verified and bounded like
         AddImage's; a call that fails leaves no staged data behind and the image
-        back in "queued". Then ImportImage with GLANCE_DIRECT makes it active.
+        back in "queued", except after a failure that comes once all the data
+        reached Glance (a cancel at the very end), which may leave it staged
+        ("uploading"). A stage with no data is INVALID_ARGUMENT. The image needs
+        disk_format and container_format before ImportImage; then ImportImage
+        with GLANCE_DIRECT makes it active.
         """
 
     @_abc_1.abstractmethod
@@ -447,7 +512,10 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_image_service_pb2.WatchImageImportResponse], _abc.AsyncIterator[_image_service_pb2.WatchImageImportResponse]]:
         """WatchImageImport follows an image's import: it sends the image at once,
         then again each time its status or its import progress changes, and ends
-        when the import has finished or failed (or at the call's deadline).
+        when the import has finished or failed. With a deadline, the stream ends
+        with status OK shortly (0.5 s) before it, its last message IN_PROGRESS.
+        An image with no import running gets one message and the end: SUCCEEDED
+        if active, UNSPECIFIED if it has no data yet.
         """
 
     @_abc_1.abstractmethod
@@ -457,10 +525,11 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.DeactivateImageResponse, _abc.Awaitable[_image_service_pb2.DeactivateImageResponse]]:
         """DeactivateImage makes an image's data unavailable for download (a
-        download is then FAILED_PRECONDITION) until ReactivateImage. Allowed to
-        admins and to members of the owning project; others get
-        PERMISSION_DENIED. Only an active (or already deactivated) image can be
-        deactivated.
+        download by anyone but an admin is then FAILED_PRECONDITION) until
+        ReactivateImage. Allowed to admins and to members of the owning project;
+        others get PERMISSION_DENIED, or NOT_FOUND if they cannot see the image.
+        Only an active image can be deactivated (deactivating one already
+        deactivated does nothing); any other status is FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
@@ -469,7 +538,10 @@ class ImageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _image_service_pb2.ReactivateImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_image_service_pb2.ReactivateImageResponse, _abc.Awaitable[_image_service_pb2.ReactivateImageResponse]]:
-        """ReactivateImage makes a deactivated image's data available again."""
+        """ReactivateImage makes a deactivated image's data available again. Same
+        permissions as DeactivateImage. Reactivating an active image does
+        nothing; any other status is FAILED_PRECONDITION.
+        """
 
     @_abc_1.abstractmethod
     def GetQuotaUsage(
