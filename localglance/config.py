@@ -1,11 +1,11 @@
-"""Write the four config files Glance needs, exactly as in glance-33-local.md."""
+"""Write the config files Glance needs, as in glance-33-local.md (auth keystone: keystone-30-local.md)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-AUTH_MODES = ("noauth", "headers")
+AUTH_MODES = ("noauth", "headers", "keystone")
 # Modules loaded into the Glance workers (not into this launcher): see inside_glance/.
 INSIDE_GLANCE = Path(__file__).resolve().parent / "inside_glance"
 CHUNKED_INPUT_LIMIT = 64 * 1024 * 1024  # uWSGI's 1 MiB default turns any chunk >= 1 MiB into a 500
@@ -25,10 +25,16 @@ paste.composite_factory = glance.api:root_app_factory
 /: api
 /healthcheck: healthcheck
 
+[composite:glance-api-keystone]
+paste.composite_factory = glance.api:root_app_factory
+/: api
+/healthcheck: healthcheck
+
 [composite:api]
 paste.composite_factory = glance.api:pipeline_factory
 default = cors http_proxy_to_wsgi versionnegotiation osprofiler unauthenticated-context rootapp
 trusted-headers = cors http_proxy_to_wsgi versionnegotiation osprofiler context rootapp
+keystone = cors http_proxy_to_wsgi versionnegotiation osprofiler authtoken context rootapp
 
 [composite:rootapp]
 paste.composite_factory = glance.api:root_app_factory
@@ -65,7 +71,23 @@ oslo_config_program = glance-api
 
 [filter:http_proxy_to_wsgi]
 paste.filter_factory = oslo_middleware:HTTPProxyToWSGI.factory
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+delay_auth_decision = true
 """
+
+
+@dataclass(frozen=True)
+class KeystoneAuth:
+    """What Glance's auth_token middleware needs to validate tokens (auth mode "keystone")."""
+
+    url: str  # Keystone's root, e.g. http://127.0.0.1:5000
+    username: str
+    password: str
+    project: str
+    # Seconds a Glance worker trusts a validated token without asking Keystone; -1: ask every time.
+    token_cache_time: int = 300
 
 
 @dataclass(frozen=True)
@@ -80,14 +102,20 @@ class GlanceConfig:
     socket_timeout: int = 10
     format_check: bool = True
     chunked_input_limit: int = CHUNKED_INPUT_LIMIT
+    # web-download imports may fetch from 127.0.0.1 on this port (and 80, 443); 0: only 80 and 443.
+    web_port: int = 0
+    keystone: KeystoneAuth | None = None
 
     def __post_init__(self) -> None:
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {AUTH_MODES}, not {self.auth!r}")
+        if (self.auth == "keystone") != (self.keystone is not None):
+            raise ValueError('a Keystone is needed exactly for auth mode "keystone"')
         if self.processes < 1:
             raise ValueError("processes must be at least 1")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"invalid port {self.port}")
+        for port in (self.port, self.web_port or 1):
+            if not 0 < port < 65536:
+                raise ValueError(f"invalid port {port}")
 
     @property
     def etc_dir(self) -> Path:
@@ -142,14 +170,17 @@ def write_configs(cfg: GlanceConfig) -> None:
 
 
 def render_policy(cfg: GlanceConfig) -> str:
-    # headers mode keeps the upstream defaults (empty file) for real per-project behaviour.
+    # headers and keystone modes keep the upstream defaults (empty file) for real per-project behaviour.
     return NOAUTH_POLICY if cfg.auth == "noauth" else ""
+
+
+# "" selects the noauth pipeline; "trusted-headers" the Keystone pipeline minus authtoken.
+FLAVORS = {"noauth": "", "headers": "trusted-headers", "keystone": "keystone"}
 
 
 def render_api_conf(cfg: GlanceConfig) -> str:
     data = cfg.data_dir
-    # "" selects the noauth pipeline; "trusted-headers" the Keystone pipeline minus authtoken.
-    flavor = "" if cfg.auth == "noauth" else "trusted-headers"
+    flavor = FLAVORS[cfg.auth]
     return f"""\
 [DEFAULT]
 enabled_backends = file:file, file2:file
@@ -187,11 +218,42 @@ lock_path = {data}/locks
 
 [image_format]
 require_image_format_match = {str(cfg.format_check).lower()}
+{render_import_filtering(cfg)}{render_keystone_authtoken(cfg.keystone)}"""
+
+
+def render_import_filtering(cfg: GlanceConfig) -> str:
+    # Loopback is refused by default. The brackets are required: without them the list fails to
+    # parse and every web-download is refused with "does not pass filtering" (pitfall 7).
+    ports = ",".join(str(port) for port in (80, 443, cfg.web_port) if port)
+    return f"""
+[import_filtering_opts]
+allowed_hosts = [127.0.0.1]
+allowed_ports = [{ports}]
+"""
+
+
+def render_keystone_authtoken(keystone: KeystoneAuth | None) -> str:
+    if keystone is None:
+        return ""
+    # No memcached_servers: each worker caches validated tokens in process (a deprecation warning).
+    return f"""
+[keystone_authtoken]
+www_authenticate_uri = {keystone.url}
+auth_url = {keystone.url}
+auth_type = password
+user_domain_id = default
+project_domain_id = default
+project_name = {keystone.project}
+username = {keystone.username}
+password = {keystone.password}
+token_cache_time = {keystone.token_cache_time}
 """
 
 
 def render_uwsgi_ini(cfg: GlanceConfig) -> str:
     # Settings from glance's apache-httpd.rst plus chunked-input-limit; loopback only.
+    # noauth has no project to own an import's task: see inside_glance/localglance_noauth_tasks.py.
+    noauth_tasks = "import = localglance_noauth_tasks\n" if cfg.auth == "noauth" else ""
     return f"""\
 [uwsgi]
 http-socket = 127.0.0.1:{cfg.port}
@@ -199,7 +261,7 @@ module = glance.wsgi.api:application
 # SQLite's "database is locked" becomes a deadlock that Glance retries (localglance/inside_glance).
 pythonpath = {INSIDE_GLANCE}
 import = localglance_sqlite_locks
-home = {cfg.venv_dir}
+{noauth_tasks}home = {cfg.venv_dir}
 env = OS_GLANCE_CONFIG_DIR={cfg.etc_dir}
 socket-timeout = {cfg.socket_timeout}
 http-auto-chunked = true

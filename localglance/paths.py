@@ -11,4 +11,6 @@ DEFAULT_STATE_DIR = REPO_DIR / ".state" / "glance"
 CONSTRAINTS_FILE = PACKAGE_DIR / "constraints-glance-33.0.0.txt"
 
 GLANCE_VERSION = "33.0.0"
+# Installed into the same venv as Glance (pins: the union list in CONSTRAINTS_FILE).
+KEYSTONE_VERSION = "30.0.0"
 UWSGI_VERSION = "2.0.31"

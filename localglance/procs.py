@@ -78,3 +78,31 @@ def terminate_group(pgid: int, timeout: float) -> None:
     signal_group(pgid, signal.SIGKILL)
     if not wait_group_gone(pgid, 5.0):
         raise RuntimeError(f"process group {pgid} survived SIGKILL: {live_group_members(pgid)}")
+
+
+def recorded_leader(pidfile: Path, ini: Path) -> int | None:
+    """The live uWSGI master that `pidfile` names and that was started with `ini`.
+
+    The command line is checked too, so a recycled pid is never signalled.
+    """
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    stat = read_stat(pid)
+    if stat is None or stat.state in ("Z", "X") or str(ini) not in cmdline(pid):
+        return None
+    return pid
+
+
+def stop_recorded_leader(pidfile: Path, ini: Path, timeout: float) -> int | None:
+    """Stop the group of the master recorded in `pidfile`; return its pid, or None if none was running."""
+    pid = recorded_leader(pidfile, ini)
+    if pid is not None:
+        stat = read_stat(pid)
+        # We always start uWSGI as a group leader; refuse to killpg someone else's group.
+        if stat is not None and stat.pgid != pid:
+            raise RuntimeError(f"pid {pid} is not a process group leader; not started by localglance")
+        terminate_group(pid, timeout)
+    pidfile.unlink(missing_ok=True)
+    return pid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import http.client
 import shutil
 import signal
@@ -12,15 +13,20 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from .config import GlanceConfig, read_port, write_configs
+from .config import GlanceConfig, KeystoneAuth, read_port, write_configs
 from .db import prepare_db
 from .env import clean_env
+from .keystone_config import GLANCE_PROJECT, GLANCE_USER
 from .log import info
 from .paths import DEFAULT_STATE_DIR, DEFAULT_VENV_DIR
 from .ports import HOST, free_port, port_is_free, wait_port_free
-from .procs import children_of, cmdline, read_stat, signal_group, terminate_group
+from .procs import children_of, recorded_leader, signal_group, stop_recorded_leader, terminate_group
 from .venv import ensure_venv
+
+if TYPE_CHECKING:
+    from .keystone import KeystoneServer
 
 # uWSGI logs this once per worker when the worker has imported glance (lazy-apps).
 READY_LINE = "WSGI app 0 (mountpoint='') ready"
@@ -31,7 +37,11 @@ _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class GlanceServer:
-    """A real Glance API on 127.0.0.1, run by uWSGI in its own process group."""
+    """A real Glance API on 127.0.0.1, run by uWSGI in its own process group.
+
+    auth "keystone" validates real tokens against `keystone` (a started KeystoneServer). In every mode,
+    web-download imports may fetch from http://127.0.0.1:<web_port>/ (a free port picked here unless given).
+    """
 
     def __init__(
         self,
@@ -43,12 +53,26 @@ class GlanceServer:
         auth: str = "noauth",
         socket_timeout: int = 10,
         format_check: bool = True,
+        keystone: KeystoneServer | None = None,
+        web_port: int | None = None,
+        token_cache_time: int = 300,
     ) -> None:
         self.port: int = port if port else free_port()
+        self.web_port: int = web_port if web_port else free_port()
         self.state_dir: Path = Path(state_dir or DEFAULT_STATE_DIR).resolve()
         self.venv_dir: Path = Path(venv_dir or DEFAULT_VENV_DIR).resolve()
         self.fresh = fresh
-        self.config = GlanceConfig(
+        if (auth == "keystone") != (keystone is not None):
+            raise ValueError('pass keystone= exactly for auth="keystone"')
+        self.keystone = keystone
+        self._token_cache_time = token_cache_time
+        self.config = self._make_config(processes, auth, socket_timeout, format_check)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _make_config(
+        self, processes: int, auth: str, socket_timeout: int, format_check: bool
+    ) -> GlanceConfig:
+        return GlanceConfig(
             state_dir=self.state_dir,
             venv_dir=self.venv_dir,
             port=self.port,
@@ -56,8 +80,20 @@ class GlanceServer:
             auth=auth,
             socket_timeout=socket_timeout,
             format_check=format_check,
+            web_port=self.web_port,
+            keystone=self._keystone_auth() if auth == "keystone" else None,
         )
-        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _keystone_auth(self) -> KeystoneAuth:
+        assert self.keystone is not None
+        return KeystoneAuth(
+            url=self.keystone.url,
+            username=GLANCE_USER,
+            # Only known once Keystone runs; start() rewrites the config with it.
+            password=self.keystone.glance_password if self.keystone.is_running() else "",
+            project=GLANCE_PROJECT,
+            token_cache_time=self._token_cache_time,
+        )
 
     def __repr__(self) -> str:
         return f"GlanceServer(url={self.url!r}, pid={self.pid}, state_dir={str(self.state_dir)!r})"
@@ -86,6 +122,10 @@ class GlanceServer:
         started = time.monotonic()
         ensure_venv(self.venv_dir)
         self._check_nothing_in_the_way()
+        if self.keystone is not None:
+            if not self.keystone.is_running():
+                raise RuntimeError(f"start the Keystone first: {self.keystone!r}")
+            self.config = dataclasses.replace(self.config, keystone=self._keystone_auth())
         if self.fresh:
             shutil.rmtree(self.config.data_dir, ignore_errors=True)
         write_configs(self.config)
@@ -93,6 +133,8 @@ class GlanceServer:
         try:
             self._launch()
             self._wait_ready(timeout)
+            if self.keystone is not None:
+                self.keystone.set_image_url(self.url)
         except BaseException:
             # Never leave a half-started group behind (includes Ctrl-C during start);
             # a cleanup problem must not hide the original error.
@@ -231,30 +273,15 @@ def _tail(path: Path, lines: int) -> str:
 
 def recorded_master(state_dir: Path) -> int | None:
     """The live uWSGI master started from this state dir, per its pidfile."""
-    cfg_ini = state_dir / "etc" / "glance-uwsgi.ini"
-    try:
-        pid = int((state_dir / "uwsgi.pid").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    stat = read_stat(pid)
-    # Check the command line too, so a recycled pid is never signalled.
-    if stat is None or stat.state in ("Z", "X") or str(cfg_ini) not in cmdline(pid):
-        return None
-    return pid
+    return recorded_leader(state_dir / "uwsgi.pid", state_dir / "etc" / "glance-uwsgi.ini")
 
 
 def stop_recorded(state_dir: Path, timeout: float = 10.0) -> int | None:
     """Stop the instance recorded in `state_dir`; return its pid, or None if none was running."""
     state_dir = state_dir.resolve()
-    pid = recorded_master(state_dir)
-    port = read_port(state_dir / "etc" / "glance-uwsgi.ini")
-    if pid is not None:
-        stat = read_stat(pid)
-        # We always start uWSGI as a group leader; refuse to killpg someone else's group.
-        if stat is not None and stat.pgid != pid:
-            raise RuntimeError(f"pid {pid} is not a process group leader; not started by localglance")
-        terminate_group(pid, timeout)
-    (state_dir / "uwsgi.pid").unlink(missing_ok=True)
+    ini = state_dir / "etc" / "glance-uwsgi.ini"
+    port = read_port(ini)
+    pid = stop_recorded_leader(state_dir / "uwsgi.pid", ini, timeout)
     if pid is not None and port is not None and not wait_port_free(port, 5.0):
         raise RuntimeError(f"port {port} still in use after Glance stopped")
     return pid

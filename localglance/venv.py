@@ -1,9 +1,10 @@
-"""Create and fill Glance's private venv (idempotent, guarded by a marker file)."""
+"""Create and fill the private venv of Glance and Keystone (idempotent, guarded by a marker file)."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import shutil
 import subprocess
 import sys
 import time
@@ -13,16 +14,19 @@ from pathlib import Path
 
 from .env import clean_env
 from .log import info
-from .paths import CONSTRAINTS_FILE, DEFAULT_VENV_DIR, GLANCE_VERSION, UWSGI_VERSION
+from .paths import CONSTRAINTS_FILE, DEFAULT_VENV_DIR, GLANCE_VERSION, KEYSTONE_VERSION, UWSGI_VERSION
 
 MARKER_NAME = ".localglance-installed"
-REQUIRED_BINARIES = ("python", "uwsgi", "glance-manage")
+REQUIRED_BINARIES = ("python", "uwsgi", "glance-manage", "keystone-manage")
 
 
 def expected_marker() -> str:
     """What the marker must say; a changed pin or constraints file forces a re-install."""
     digest = hashlib.sha256(CONSTRAINTS_FILE.read_bytes()).hexdigest()
-    return f"glance=={GLANCE_VERSION}\nuWSGI=={UWSGI_VERSION}\nconstraints-sha256={digest}\n"
+    return (
+        f"glance=={GLANCE_VERSION}\nkeystone=={KEYSTONE_VERSION}\nuWSGI=={UWSGI_VERSION}\n"
+        f"constraints-sha256={digest}\n"
+    )
 
 
 def venv_is_ready(venv_dir: Path) -> bool:
@@ -33,7 +37,7 @@ def venv_is_ready(venv_dir: Path) -> bool:
 
 
 def ensure_venv(venv_dir: Path | None = None) -> Path:
-    """Return a venv with glance and uWSGI installed, installing them if needed."""
+    """Return a venv with glance, keystone and uWSGI installed, installing them if needed."""
     venv_dir = (venv_dir or DEFAULT_VENV_DIR).resolve()
     if venv_is_ready(venv_dir):
         return venv_dir
@@ -59,9 +63,11 @@ def _install_lock(venv_dir: Path) -> Iterator[None]:
 def _install(venv_dir: Path) -> None:
     started = time.monotonic()
     (venv_dir / MARKER_NAME).unlink(missing_ok=True)
-    # A cached empty DB (see db.py) belongs to the old install.
+    # Cached DB templates (see db.py, keystone.py) belong to the old install.
     for stale in venv_dir.glob("localglance-empty-db-*"):
         stale.unlink()
+    for stale_dir in venv_dir.glob("localglance-keystone-template-*"):
+        shutil.rmtree(stale_dir, ignore_errors=True)
     _create_venv(venv_dir)
     _pip_install(venv_dir)
     (venv_dir / MARKER_NAME).write_text(expected_marker())
@@ -81,7 +87,10 @@ def _create_venv(venv_dir: Path) -> None:
 
 
 def _pip_install(venv_dir: Path) -> None:
-    info(f"installing glance=={GLANCE_VERSION} uwsgi=={UWSGI_VERSION} (~1 min cold; uWSGI compiles)")
+    info(
+        f"installing glance=={GLANCE_VERSION} keystone=={KEYSTONE_VERSION} uwsgi=={UWSGI_VERSION} "
+        "(~1 min cold; uWSGI compiles)"
+    )
     _run(
         [
             str(venv_dir / "bin" / "python"),
@@ -93,6 +102,7 @@ def _pip_install(venv_dir: Path) -> None:
             "-c",
             str(CONSTRAINTS_FILE),
             f"glance=={GLANCE_VERSION}",
+            f"keystone=={KEYSTONE_VERSION}",
             f"uwsgi=={UWSGI_VERSION}",
         ],
         venv_dir,

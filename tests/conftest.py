@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Glance (localglance), the gateway as a process, a stub, images that clean up."""
+"""Shared fixtures: a real Glance (localglance), the gateway as a process, a stub, images that clean up.
+
+With real identities: a real Keystone (`keystone`), a second Glance that validates its tokens
+(`keystone_glance`), a gateway in front of that one (`keystone_gateway`, `keystone_stub`), and
+`identities` for tokens, project ids and gRPC metadata of the seeded users.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from integration.support import (  # noqa: E402
 )
 
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc  # noqa: E402
-from localglance import GlanceServer  # noqa: E402
+from localglance import GlanceServer, Identities, KeystoneServer  # noqa: E402
 
 __all__ = ["error_info"]  # re-exported: the ErrorInfo reader lives in integration/support.py
 
@@ -97,3 +102,57 @@ def module_images(stub: pb_grpc.ImageServiceStub, glance: GlanceServer) -> Itera
         yield tracker
     finally:
         tracker.cleanup()
+
+
+# -- real identities: Keystone, and a Glance + gateway that validate its tokens --
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeystoneServer]:
+    """A real Keystone 30 for the whole session, seeded with projects alpha, beta and service."""
+    server = KeystoneServer(state_dir=tmp_path_factory.mktemp("keystone"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def keystone_glance(
+    keystone: KeystoneServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GlanceServer]:
+    """A second real Glance that validates X-Auth-Token against `keystone` (upstream default policies)."""
+    server = GlanceServer(
+        state_dir=tmp_path_factory.mktemp("keystone-glance"), processes=2, auth="keystone", keystone=keystone
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def keystone_gateway(keystone_glance: GlanceServer) -> Iterator[GatewayProcess]:
+    """`python -m gateway` in front of `keystone_glance`: calls need `metadata=identities.metadata(...)`."""
+    process = GatewayProcess(keystone_glance.url).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def keystone_stub(keystone_gateway: GatewayProcess) -> Iterator[pb_grpc.ImageServiceStub]:
+    """An ImageService client of `keystone_gateway`."""
+    with open_channel(keystone_gateway.address) as chan:
+        yield pb_grpc.ImageServiceStub(chan)
+
+
+@pytest.fixture(scope="session")
+def identities(keystone: KeystoneServer) -> Identities:
+    """`token(project, role)`, `project_id(name)`, `user_id(name)`, `admin_token()`, and
+    `metadata(project, role)` -> `(("x-auth-token", token),)`. Projects alpha and beta each have users
+    holding reader, member or admin there; ("admin", "admin") is Keystone's bootstrap admin."""
+    return Identities(keystone)

@@ -1,0 +1,253 @@
+"""Start, seed, and stop one real Keystone 30.0.0 under uWSGI (SQLite, fernet tokens), on 127.0.0.1.
+
+A fresh Keystone (keys, db_sync, bootstrap, seeding) takes about 13 s. Its data dir after seeding is saved
+as a template next to the venv (keystone_template.py) and copied for later starts, which then take about
+3 s; only the catalog's endpoint URLs have to follow the new port (keystone-30-local.md, pitfall 4).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import secrets as secrets_module
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .env import clean_env
+from .keystone_api import Identities, KeystoneApi, Secrets, repoint, seed
+from .keystone_config import KeystoneConfig
+from .keystone_config import write_configs as write_keystone_configs
+from .keystone_template import bootstrap, load_template, save_template
+from .keystone_tokens import DEFAULT_KEYSTONE_STATE_DIR, Tokens
+from .log import info
+from .paths import DEFAULT_VENV_DIR
+from .ports import free_port, port_is_free, wait_port_free
+from .procs import recorded_leader, terminate_group
+from .venv import ensure_venv
+
+READY_LINE = "WSGI app 0 (mountpoint='') ready"
+# Where seeding first points the image service; GlanceServer repoints it to itself.
+PLACEHOLDER_IMAGE_URL = "http://127.0.0.1:9292"
+
+
+class KeystoneServer:
+    """A real Keystone on 127.0.0.1, run by uWSGI (one process) in its own process group.
+
+    Every start is fresh: the data dir is replaced by the saved template (or bootstrapped and seeded).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        state_dir: Path | None = None,
+        venv_dir: Path | None = None,
+        use_template: bool = True,
+    ) -> None:
+        self.port: int = port if port else free_port()
+        self.state_dir: Path = Path(state_dir or DEFAULT_KEYSTONE_STATE_DIR).resolve()
+        self.venv_dir: Path = Path(venv_dir or DEFAULT_VENV_DIR).resolve()
+        self.use_template = use_template
+        self.config = KeystoneConfig(state_dir=self.state_dir, venv_dir=self.venv_dir, port=self.port)
+        self.api = KeystoneApi(self.url)
+        self._tokens: Tokens | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        # After start: whether the data came from the saved template (else bootstrapped and seeded).
+        self.from_template: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"KeystoneServer(url={self.url!r}, pid={self.pid}, state_dir={str(self.state_dir)!r})"
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    @property
+    def identity_url(self) -> str:
+        return f"{self.url}/v3"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def tokens(self) -> Tokens:
+        if self._tokens is None:
+            raise RuntimeError("Keystone is not started")
+        return self._tokens
+
+    @property
+    def glance_password(self) -> str:
+        return self.tokens.secrets.glance_password
+
+    def token(self, project: str, role: str) -> str:
+        return self.tokens.token(project, role)
+
+    def admin_token(self) -> str:
+        return self.tokens.admin_token()
+
+    def project_id(self, name: str) -> str:
+        return self.tokens.project_id(name)
+
+    def user_id(self, name: str) -> str:
+        return self.tokens.user_id(name)
+
+    # -- start ---------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> KeystoneServer:
+        if self._proc is not None:
+            raise RuntimeError(f"already started: {self!r}")
+        started = time.monotonic()
+        ensure_venv(self.venv_dir)
+        self._check_nothing_in_the_way()
+        cfg = self.config
+        shutil.rmtree(cfg.data_dir, ignore_errors=True)
+        write_keystone_configs(cfg)
+        from_template = self.use_template and load_template(cfg)
+        self.from_template = from_template
+        if not from_template:
+            bootstrap(cfg, _new_secrets())
+        try:
+            self._launch()
+            self._wait_ready(timeout)
+            self._finish(from_template)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop()
+            raise
+        atexit.register(self._stop_at_exit)
+        how = "from the saved template" if from_template else "bootstrapped and seeded"
+        info(f"keystone ready at {self.url} (pid {self.pid}, {how}) in {time.monotonic() - started:.1f} s")
+        return self
+
+    def _check_nothing_in_the_way(self) -> None:
+        other = recorded_leader(self.config.pidfile, self.config.uwsgi_ini)
+        if other is not None:
+            raise RuntimeError(f"a Keystone from {self.state_dir} is already running (pid {other})")
+        if not port_is_free(self.port):
+            raise RuntimeError(f"port {self.port} on 127.0.0.1 is already in use")
+
+    def _launch(self) -> None:
+        cfg = self.config
+        cfg.pidfile.unlink(missing_ok=True)
+        with open(cfg.uwsgi_log, "wb") as log:
+            self._proc = subprocess.Popen(
+                [str(self.venv_dir / "bin" / "uwsgi"), "--ini", str(cfg.uwsgi_ini)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=clean_env(self.venv_dir),
+                # Own session and group: killpg reaches the worker; a terminal's Ctrl-C does not.
+                start_new_session=True,
+            )
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"Keystone's uWSGI exited with code {code} during start\n{self.log_tail()}"
+                )
+            if self._worker_ready() and self.api.call("GET", "/v3")[0] == 200:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Keystone on {self.url} not ready after {timeout:.0f} s\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _worker_ready(self) -> bool:
+        try:
+            return READY_LINE in self.config.uwsgi_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
+    def _finish(self, from_template: bool) -> None:
+        cfg = self.config
+        secrets = Secrets.from_json(cfg.secrets_file.read_text())
+        if from_template:
+            ids = Identities.from_json(cfg.identities_file.read_text())
+        else:
+            ids = seed(self.api, secrets, PLACEHOLDER_IMAGE_URL)
+            cfg.identities_file.write_text(ids.to_json())
+            if self.use_template:
+                save_template(cfg)
+        self._tokens = Tokens(self.api, secrets, ids)
+        if ids.identity_url != self.identity_url:
+            # auth_token validates at the catalog's identity endpoint, not at auth_url (pitfall 4).
+            repoint(self.api, self.admin_token(), ids.identity_endpoints, self.identity_url)
+            ids.identity_url = self.identity_url
+            cfg.identities_file.write_text(ids.to_json())
+
+    def set_image_url(self, url: str) -> None:
+        """Point the catalog's image service at a Glance (only catalog-reading clients care)."""
+        ids = self.tokens.ids
+        if ids.image_url != url:
+            repoint(self.api, self.admin_token(), ids.image_endpoints, url)
+            ids.image_url = url
+            self.config.identities_file.write_text(ids.to_json())
+
+    def log_tail(self, lines: int = 40) -> str:
+        parts = []
+        for path in (self.config.uwsgi_log, self.config.keystone_log):
+            try:
+                text = path.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            parts.append(f"--- last {lines} lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts) or f"(no logs in {self.state_dir})"
+
+    # -- stop ----------------------------------------------------------------
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the group, SIGKILL after `timeout`, then wait for the port. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        if not self._worker_ready():
+            timeout = 0.0  # a worker still importing ignores SIGTERM (uWSGI's 60 s mercy)
+        try:
+            terminate_group(proc.pid, timeout)
+            proc.wait(timeout=5)
+        finally:
+            self._proc = None
+            self._tokens = None
+            atexit.unregister(self._stop_at_exit)
+        self.config.pidfile.unlink(missing_ok=True)
+        if not wait_port_free(self.port, 5.0):
+            raise RuntimeError(f"port {self.port} still in use after Keystone stopped")
+
+    def detach(self) -> None:
+        """Let the server outlive this Python process (used by `python -m localglance start`)."""
+        atexit.unregister(self._stop_at_exit)
+        self._proc = None
+
+    def _stop_at_exit(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> KeystoneServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _new_secrets() -> Secrets:
+    return Secrets(
+        admin_password=secrets_module.token_urlsafe(18),
+        glance_password=secrets_module.token_urlsafe(18),
+        users_password=secrets_module.token_urlsafe(18),
+    )
