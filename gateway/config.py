@@ -30,6 +30,7 @@ class Settings:
     upload_window: int = MIB
     sweep_age: float = 6 * 3600.0
     sweep_interval: float = 600.0
+    sweep_token_file: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     tls_cert: str | None = None
@@ -167,6 +168,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "sweep_interval",
         "seconds between sweeps for unfinished upload records (one also runs at start-up; 0: only then)",
+    ),
+    Option(
+        "sweep_token_file",
+        "file holding a Keystone token for the sweep, read again before every sweep (rotate it in place, "
+        "e.g. a mounted Secret); its identity must see and delete every project's images (Glance's admin). "
+        "Unset: the sweep sends no token, which only a Glance without Keystone accepts",
     ),
     Option("log_level", "log level; tokens are never logged", choices=LOG_LEVELS),
     Option(

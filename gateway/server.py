@@ -82,7 +82,7 @@ async def serve(settings: Settings) -> None:
         Janitor(glance) as janitor,
         main_server(settings, glance, janitor, health_service, certificates) as (server, port),
         health_port(settings, health_service),
-        Sweep(glance, janitor, settings.sweep_age, settings.sweep_interval),
+        Sweep(glance, janitor, settings.sweep_age, settings.sweep_interval, settings.sweep_token_file),
         GlanceWatch(glance.reachable, health_service, settings.health_probe_interval),
     ):
         health_service.start_serving()

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 
-from gateway import background, upload_marker
+from gateway import background, upload_marker, validation
 from gateway.call_context import CallContext
 from gateway.cleanup import Janitor
-from gateway.errors import GatewayError
+from gateway.errors import C, GatewayError
 from gateway.glance_client import GlanceClient, JsonObject
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,19 @@ JITTER = 0.1
 class Sweep:
     """`async with Sweep(glance, janitor, age, interval):` sweeps in the background while the block runs."""
 
-    def __init__(self, glance: GlanceClient, janitor: Janitor, age: float, interval: float) -> None:
+    def __init__(
+        self,
+        glance: GlanceClient,
+        janitor: Janitor,
+        age: float,
+        interval: float,
+        token_file: str | None = None,
+    ) -> None:
         self._glance = glance
         self._janitor = janitor
         self._age = timedelta(seconds=age)
         self._interval = interval
+        self._token_file = Path(token_file) if token_file else None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Sweep:
@@ -58,7 +67,7 @@ class Sweep:
 
     async def sweep_once(self) -> int:
         """Starts removing every stale unfinished upload record; returns how many it found."""
-        call = CallContext()
+        call = CallContext(token=self._token())
         cutoff = datetime.now(UTC) - self._age
         found = 0
         for image in await self._unfinished(call):
@@ -70,6 +79,22 @@ class Sweep:
             # The age says no worker is receiving its data any more: no need to wait while it is "saving".
             self._janitor.discard(str(image["id"]), call, wait_while_saving=False)
         return found
+
+    def _token(self) -> str | None:
+        """The token in the token file, read now: Keystone tokens expire (an hour by default), so whoever
+        rotates the file must be able to count on the next sweep using the new one."""
+        if self._token_file is None:
+            return None
+        try:
+            return validation.auth_token(self._token_file.read_text().strip())
+        except (OSError, UnicodeDecodeError, GatewayError) as error:
+            # Never the file's content: it is a credential.
+            reason = error.reason if isinstance(error, GatewayError) else type(error).__name__
+            raise GatewayError(
+                C.FAILED_PRECONDITION,
+                "SWEEP_TOKEN_UNREADABLE",
+                f"cannot use the sweep's token file {self._token_file}: {reason}",
+            ) from None
 
     async def _unfinished(self, call: CallContext) -> list[JsonObject]:
         found: list[JsonObject] = []

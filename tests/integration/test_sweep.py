@@ -13,12 +13,13 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
-from localglance import GlanceServer
+from localglance import GlanceServer, Identities
 
 from .support import (
     KIB,
@@ -135,3 +136,35 @@ def test_a_gateway_killed_mid_upload_leaves_a_record_that_the_next_one_sweeps(
     time.sleep(2)  # more sweeps
     image = glance_image(glance.url, reservation)
     assert image is not None and image["status"] == "queued"
+
+
+def test_with_keystone_the_sweep_sweeps_with_the_token_from_its_file(
+    keystone_glance: GlanceServer, identities: Identities, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    # A record an alpha member's upload left behind, made straight through Glance as a dying gateway would.
+    image_id = new_id()
+    body = {"id": image_id, "name": unique_name("swept"), "disk_format": "raw", "container_format": "bare"}
+    member = {"X-Auth-Token": identities.token("alpha", "member"), "Content-Type": "application/json"}
+    status, raw = http(
+        "POST", f"{keystone_glance.url}/v2/images", json.dumps({**body, MARK: "1"}).encode(), member
+    )
+    assert status == 201, raw
+    admin = {"X-Auth-Token": identities.admin_token()}
+    url = f"{keystone_glance.url}/v2/images/{image_id}"
+    try:
+        time.sleep(2.5)  # older than the sweep age (Glance's created_at has whole seconds)
+        without_token = start_gateway(keystone_glance.url, *SWEEP_FLAGS)
+        wait_until(
+            lambda: "UNAUTHENTICATED" in without_token.log_text(),
+            30,
+            "the sweep without a token to be refused by Glance",
+        )
+        assert http("GET", url, None, admin)[0] == 200
+        without_token.stop()
+
+        token_file = tmp_path / "sweep-token"
+        token_file.write_text(identities.admin_token())
+        start_gateway(keystone_glance.url, *SWEEP_FLAGS, "--sweep-token-file", str(token_file))
+        wait_until(lambda: http("GET", url, None, admin)[0] == 404, 30, "the record to be swept")
+    finally:
+        http("DELETE", url, None, admin)

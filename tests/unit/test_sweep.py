@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -45,6 +46,7 @@ class FakeGlance:
     def __init__(self) -> None:
         self.images: dict[str, JsonObject] = {}
         self.requests: list[tuple[str, str, list[tuple[str, str]]]] = []
+        self.tokens: list[str | None] = []  # each request's X-Auth-Token
         self.failures: dict[str, list[int]] = defaultdict(list)
         self._serial = 0
 
@@ -91,6 +93,7 @@ class FakeGlance:
         method, path = request.method, request.url.path
         params = list(request.url.params.multi_items())
         self.requests.append((method, path, params))
+        self.tokens.append(request.headers.get("X-Auth-Token"))
         if self.failures[method]:
             return answer(self.failures[method].pop(0))
         if method == "GET" and path == "/v2/images":
@@ -145,10 +148,13 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def sweep_once(glance: FakeGlance, age: float = AGE) -> int:
+def sweep_once(glance: FakeGlance, age: float = AGE, token_file: Path | None = None) -> int:
     async def run() -> int:
         async with glance.client() as client, Janitor(client) as janitor:
-            return await Sweep(client, janitor, age, interval=0).sweep_once()
+            sweeper = Sweep(
+                client, janitor, age, interval=0, token_file=str(token_file) if token_file else None
+            )
+            return await sweeper.sweep_once()
         # Leaving the Janitor's block lets the removals it started end.
 
     return asyncio.run(run())
@@ -251,6 +257,43 @@ def test_a_stale_saving_record_is_deleted_without_waiting_for_it_to_settle(
     removal = [(method, path) for method, path, _ in glance.requests if path != "/v2/images"]
     assert [method for method, _ in removal] == ["GET", "DELETE", "GET"]
     assert {path for _, path in removal} == {f"/v2/images/{image_id}"}
+
+
+def test_without_a_token_file_the_sweep_sends_no_token() -> None:
+    glance = FakeGlance()
+    glance.add(AGE + 60)
+    assert sweep_once(glance) == 1
+    assert glance.tokens and set(glance.tokens) == {None}
+
+
+def test_the_token_file_is_read_again_before_every_sweep(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")  # a trailing newline, as `echo` writes it
+    glance = FakeGlance()
+    glance.add(AGE + 60)
+    assert sweep_once(glance, token_file=token_file) == 1
+    assert set(glance.tokens) == {"first-token"}  # the listings and the removal
+    assert len(glance.deleted()) == 1
+    token_file.write_text("rotated-token")  # Keystone tokens expire: whoever rotates the file wins at once
+    glance.tokens.clear()
+    sweep_once(glance, token_file=token_file)
+    assert glance.tokens and set(glance.tokens) == {"rotated-token"}
+
+
+@pytest.mark.parametrize("content", [None, "", "bad\x00token-secret"])
+def test_an_unusable_token_file_fails_the_sweep_without_a_request_or_its_content(
+    tmp_path: Path, content: str | None
+) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    glance = FakeGlance()
+    glance.add(AGE + 60)
+    with pytest.raises(GatewayError) as caught:
+        sweep_once(glance, token_file=token_file)
+    assert caught.value.reason == "SWEEP_TOKEN_UNREADABLE"
+    assert str(token_file) in caught.value.message and "secret" not in str(caught.value)
+    assert glance.requests == [] and len(glance.images) == 1
 
 
 def test_sweep_once_raises_a_listing_failure() -> None:
