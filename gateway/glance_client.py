@@ -117,13 +117,14 @@ class GlanceClient:
         path = f"/v2/images/{image_id}/tags/{quote(tag, safe='')}"
         await self.send("DELETE", path, Operation.REMOVE_TAG, call, image_id=image_id)
 
-    async def store_ids(self, call: CallContext) -> list[str] | None:
-        """The ids of Glance's stores, or None when Glance has no multi-store support."""
-        request = self._request("GET", "/v2/info/stores", call)
-        response = await self._exchange(request, Operation.STORES, call, None, accept_statuses=(404,))
+    async def stores(self, call: CallContext) -> list[JsonObject] | None:
+        """Glance's stores as it describes them, or None when it has no multi-store support (404: one store,
+        which has no id)."""
+        response = await self.send("GET", "/v2/info/stores", Operation.STORES, call, accept_statuses=(404,))
         if response.status_code == 404:
             return None
-        return [str(store["id"]) for store in response.json().get("stores", [])]
+        stores = _json_object(response, Operation.STORES).get("stores") or []
+        return [store for store in stores if isinstance(store, dict)]
 
     async def reachable(self, within: float) -> bool | None:
         """Whether Glance answers at all, for the health service: any status below 500 to an unauthenticated
@@ -247,18 +248,22 @@ class GlanceClient:
         call: CallContext,
         *,
         image_id: str | None = None,
+        params: list[tuple[str, str]] | None = None,
         json_body: JsonObject | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
         accept_statuses: tuple[int, ...] = (),
     ) -> httpx.Response:
-        """One request below the Glance URL whose answer's body is not needed (or not JSON): the response,
-        read and closed; a status of 400 or more (other than `accept_statuses`) raises its GatewayError.
-        Path segments that come from callers must be validated or percent-encoded first."""
+        """One request below the Glance URL with a small body (`json_body`, or `content` of `content_type`):
+        the response, read and closed; a status of 400 or more (other than `accept_statuses`) raises its
+        GatewayError. Path segments that come from callers must be validated or percent-encoded first."""
         headers: dict[str, str] = {}
-        content = None
         if json_body is not None:
             content = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
-        request = self._request(method, path, call, headers=headers, content=content)
+            content_type = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self._request(method, path, call, headers=headers, params=params, content=content)
         return await self._exchange(request, operation, call, image_id, accept_statuses)
 
     async def request_json(
@@ -274,22 +279,19 @@ class GlanceClient:
         content: bytes | None = None,
         content_type: str | None = None,
     ) -> JsonObject:
-        """One request below the Glance URL whose answer is a JSON object: the object; failures as `send`."""
-        headers: dict[str, str] = {}
-        if json_body is not None:
-            content = json.dumps(json_body).encode()
-            content_type = "application/json"
-        if content_type:
-            headers["Content-Type"] = content_type
-        request = self._request(method, path, call, headers=headers, params=params, content=content)
-        response = await self._exchange(request, operation, call, image_id)
-        try:
-            body = response.json()
-        except ValueError:
-            raise from_outcome(500, operation, "Glance answered with a body that is not JSON") from None
-        if not isinstance(body, dict):
-            raise from_outcome(500, operation, "Glance answered with JSON that is not an object")
-        return body
+        """One request as `send` whose answer is a JSON object: the object."""
+        response = await self.send(
+            method,
+            path,
+            operation,
+            call,
+            image_id=image_id,
+            params=params,
+            json_body=json_body,
+            content=content,
+            content_type=content_type,
+        )
+        return _json_object(response, operation)
 
     async def _exchange(
         self,
@@ -325,3 +327,13 @@ class GlanceClient:
         if response.status_code >= 400 and response.status_code not in accept_statuses:
             raise await error_from_response(response, operation, image_id, call)
         return response
+
+
+def _json_object(response: httpx.Response, operation: Operation) -> JsonObject:
+    try:
+        body = response.json()
+    except ValueError:
+        raise from_outcome(500, operation, "Glance answered with a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise from_outcome(500, operation, "Glance answered with JSON that is not an object")
+    return body

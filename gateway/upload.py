@@ -142,10 +142,11 @@ class Uploads:
 
     async def _require_store(self, store: str, call: CallContext) -> None:
         # Checked before the image record exists, so an unknown store leaves nothing behind.
-        known = await self._glance.store_ids(call)
-        if known is None or store not in known:
+        stores = await self._glance.stores(call)
+        known = [str(found.get("id")) for found in stores or []]
+        if store not in known:
             raise invalid_argument(
-                "UNKNOWN_STORE", f"Glance has no store {store!r} (it has: {', '.join(known or []) or 'none'})"
+                "UNKNOWN_STORE", f"Glance has no store {store!r} (it has: {', '.join(known) or 'none'})"
             )
 
     async def stage(self, messages: AsyncIterator[StageMessage], call: CallContext) -> JsonObject:

@@ -7,12 +7,9 @@ from gateway.convert.image import TRUE_WORDS, JsonObject
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 
 
-def stores_to_proto(body: JsonObject) -> list[pb.Store]:
-    """{"stores": [{"id": "file", "default": "true", "description": ..., "read-only": "true"}, ...]}, in
-    Glance's order; an entry without an id names nothing a caller could use and is left out."""
-    entries = body.get("stores")
-    if not isinstance(entries, list):
-        return []
+def stores_to_proto(entries: list[JsonObject]) -> list[pb.Store]:
+    """The entries of /v2/info/stores ({"id": "file", "default": "true", "description": ..., "read-only":
+    "true"}), in Glance's order; an entry without an id names nothing a caller could use and is left out."""
     stores = []
     for entry in entries:
         if not isinstance(entry, dict) or not entry.get("id"):

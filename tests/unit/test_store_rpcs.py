@@ -168,7 +168,7 @@ def test_list_stores_passes_glances_other_failures_on() -> None:
     ],
 )
 def test_store_flags_come_as_strings_or_booleans(entry: dict[str, object], store: pb.Store) -> None:
-    assert info.stores_to_proto({"stores": [entry]}) == [store]
+    assert info.stores_to_proto([entry]) == [store]
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,8 @@ def test_store_flags_come_as_strings_or_booleans(entry: dict[str, object], store
     [{}, {"stores": None}, {"stores": "file"}, {"stores": [None, "file", {"default": "true"}, {"id": ""}]}],
 )
 def test_stores_glance_does_not_name_are_left_out(body: dict[str, object]) -> None:
-    assert info.stores_to_proto(body) == []
+    response, context = call(Glance(200, body), list_stores)
+    assert context.status is None and response == pb.ListStoresResponse()
 
 
 # -- DeleteImageFromStore ------------------------------------------------------------------------------
