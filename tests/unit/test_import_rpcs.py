@@ -1,5 +1,6 @@
 """StageImageData, ImportImage and WatchImageImport (gateway/import_rpcs.py, convert/imports.py), served
-in-process by grpc.aio as gateway/server.py serves them, against a scripted Glance behind httpx.MockTransport.
+in-process by grpc.aio as gateway/server.py serves them (servicer_harness.serving), against a scripted Glance
+behind a streaming httpx.MockTransport.
 
 The watch's scripts follow what Glance 33 was measured to show during each kind of import (the docstring of
 gateway/convert/imports.py): the import lock first, then status and the store lists, the lock dropped last.
@@ -11,32 +12,24 @@ import asyncio
 import hashlib
 import json
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from unit import servicer_harness
+from unit.servicer_harness import Failed, failure, serving
 
-from gateway import import_rpcs, wire
-from gateway.cleanup import Janitor
-from gateway.config import Settings
-from gateway.errors import ERROR_DOMAIN
-from gateway.glance_client import GlanceClient, JsonObject
-from gateway.servicer import ImageService
-from gateway.upload import Uploads
+from gateway import import_rpcs
+from gateway.glance_client import JsonObject
 from generated.glance.gateway.v1 import image_service_pb2 as pb
-from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
-if TYPE_CHECKING:  # the async stub's class exists only in the type stubs
-    from generated.glance.gateway.v1.image_service_pb2_grpc import ImageServiceAsyncStub as Stub
+if TYPE_CHECKING:
+    from unit.servicer_harness import Stub
 
 C = grpc.StatusCode
-GLANCE = "http://glance.test"
 IMAGE = "3a1f8a52-6f0e-4f0b-9d8e-2b7c1e4d5a60"
 TOKEN = "tok-123"
 TASK = "6c2e1e15-7f16-4522-b8d7-926506e44f04"
@@ -126,58 +119,11 @@ class StreamingMockTransport(httpx.MockTransport):
         return response
 
 
-@asynccontextmanager
-async def serving(glance: ScriptedGlance, **settings: Any) -> AsyncIterator[Stub]:
-    """ImageService on a grpc.aio server in this process, built as gateway/server.py builds it."""
-    config = Settings(glance_url=GLANCE, **settings)
-    async with (
-        GlanceClient(config, transport=StreamingMockTransport(glance.handle)) as client,
-        Janitor(client) as janitor,
-    ):
-        server = grpc.aio.server()
-        service = ImageService(config, client, Uploads(client, janitor, config.stall_timeout))
-        wire.add_image_service(service, server, max_message_size=config.max_message_size)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield pb_grpc.ImageServiceStub(channel)
-        finally:
-            await server.stop(None)
-
-
 def run(glance: ScriptedGlance, scenario: Callable[[Stub], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with serving(glance) as stub:
-            return await scenario(stub)
-
-    return asyncio.run(main())
+    return servicer_harness.run(StreamingMockTransport(glance.handle), scenario)
 
 
 METADATA = (("x-auth-token", TOKEN),)
-
-
-@dataclass
-class Failed:
-    code: grpc.StatusCode
-    details: str
-    reason: str
-    metadata: dict[str, str]
-
-
-async def failure(call: Any) -> Failed:
-    """The status of a call that must fail, with its ErrorInfo (a stream's responses are read first)."""
-    with pytest.raises(grpc.aio.AioRpcError):
-        if hasattr(call, "read"):
-            while await call.read() is not grpc.aio.EOF:
-                pass
-        else:
-            await call
-    status = await rpc_status.aio.from_call(call)
-    assert status is not None, "every gateway failure carries a rich status"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info) and info.domain == ERROR_DOMAIN
-    return Failed(await call.code(), await call.details() or "", info.reason, dict(info.metadata))
 
 
 # -- ImportImage -------------------------------------------------------------------------------------------
@@ -556,7 +502,7 @@ def test_stage_image_data_holds_a_stream_slot() -> None:
 
     async def main() -> Failed:
         glance.put_hold = asyncio.Event()
-        async with serving(glance, max_streams=1) as stub:
+        async with serving(StreamingMockTransport(glance.handle), max_streams=1) as stub:
             first = stub.StageImageData(iter(stage_requests(DATA)), metadata=METADATA)
             await asyncio.wait_for(glance.put_arrived.wait(), 5)
             second = await failure(stub.StageImageData(iter(stage_requests(DATA)), metadata=METADATA))

@@ -1,11 +1,10 @@
-"""The member RPCs served on an in-process grpc.aio server and called through a real channel, in front of a
-Glance faked at the client's transport seam (httpx.MockTransport): the REST requests each RPC sends, and the
-statuses Glance's answers become. Glance's answers are copied from Glance 33 (bodies as it sends them)."""
+"""The member RPCs served on an in-process grpc.aio server (servicer_harness.serving) and called through a
+real channel, in front of a Glance faked at the client's transport seam (httpx.MockTransport): the REST
+requests each RPC sends, and the statuses Glance's answers become. Glance's answers are copied from Glance 33
+(bodies as it sends them)."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,16 +13,11 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from unit import servicer_harness
+from unit.servicer_harness import Failed, failure
 
-from gateway import wire
-from gateway.cleanup import Janitor
-from gateway.config import Settings
-from gateway.glance_client import GlanceClient
 from gateway.member_rpcs import MemberRpcs
 from gateway.servicer import ImageService
-from gateway.upload import Uploads
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
@@ -77,58 +71,14 @@ class FakeGlance:
         return self.requests[0]
 
 
-async def _unimplemented(self: object, request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this test")
-
-
-def served_class() -> type:
-    """ImageService as gateway/servicer.py composes it; an RPC whose group has not landed yet (still the
-    generated base's method, which registration refuses) gets a stub, so the member RPCs can be served."""
-    stubs = {
-        method.name: _unimplemented
-        for method in pb.DESCRIPTOR.services_by_name["ImageService"].methods
-        if not inspect.iscoroutinefunction(getattr(ImageService, method.name))
-    }
-    return type("ServedImageService", (ImageService,), stubs)
-
-
 def run(glance: FakeGlance, scenario: Callable[[pb_grpc.ImageServiceAsyncStub], Awaitable[T]]) -> T:
     """Serves the service in front of `glance` and runs `scenario` with a stub on a real channel."""
-
-    async def serve() -> T:
-        settings = Settings(glance_url=GLANCE)
-        async with GlanceClient(settings, transport=httpx.MockTransport(glance.handle)) as client:
-            uploads = Uploads(client, Janitor(client), settings.stall_timeout)
-            server = grpc.aio.server()
-            wire.add_image_service(served_class()(settings, client, uploads), server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    return await scenario(pb_grpc.ImageServiceStub(channel))
-            finally:
-                await server.stop(None)
-
-    return asyncio.run(serve())
+    return servicer_harness.run(httpx.MockTransport(glance.handle), scenario, glance_url=GLANCE)
 
 
-def failure(
-    glance: FakeGlance, call: Callable[[pb_grpc.ImageServiceAsyncStub], Awaitable[object]]
-) -> grpc.aio.AioRpcError:
-    async def scenario(stub: pb_grpc.ImageServiceAsyncStub) -> grpc.aio.AioRpcError:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call(stub)
-        return caught.value
-
-    return run(glance, scenario)
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]  # an AioRpcError has what it reads
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return info
+def refused(glance: FakeGlance, call: Callable[[pb_grpc.ImageServiceAsyncStub], Awaitable[object]]) -> Failed:
+    """The status of the call `call` makes, which must fail, with its ErrorInfo."""
+    return run(glance, lambda stub: failure(call(stub)))
 
 
 def json_body(request: httpx.Request) -> object:
@@ -284,9 +234,9 @@ ALL_CALLS: dict[str, Call] = {
 @pytest.mark.parametrize(("member", "reason"), BAD_MEMBER_IDS)
 def test_bad_member_ids_are_refused_before_glance(rpc: str, member: str, reason: str) -> None:
     glance = FakeGlance()
-    error = failure(glance, lambda stub: MEMBER_CALLS[rpc](stub, ID, member))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_info(error).reason == reason
+    failed = refused(glance, lambda stub: MEMBER_CALLS[rpc](stub, ID, member))
+    assert failed.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failed.reason == reason
     assert glance.requests == []
 
 
@@ -294,9 +244,9 @@ def test_bad_member_ids_are_refused_before_glance(rpc: str, member: str, reason:
 @pytest.mark.parametrize(("image", "reason"), [("", "MISSING_IMAGE_ID"), ("../x", "INVALID_IMAGE_ID")])
 def test_bad_image_ids_are_refused_before_glance(rpc: str, image: str, reason: str) -> None:
     glance = FakeGlance()
-    error = failure(glance, lambda stub: ALL_CALLS[rpc](stub, image, MEMBER))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_info(error).reason == reason
+    failed = refused(glance, lambda stub: ALL_CALLS[rpc](stub, image, MEMBER))
+    assert failed.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failed.reason == reason
     assert glance.requests == []
 
 
@@ -308,9 +258,9 @@ def test_update_needs_a_known_status(status: int, reason: str) -> None:
     glance = FakeGlance()
     request = pb.UpdateImageMemberRequest(image_id=ID, member_id=MEMBER)
     request.status = status  # type: ignore[assignment]  # an enum value this gateway does not know
-    error = failure(glance, lambda stub: stub.UpdateImageMember(request))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_info(error).reason == reason
+    failed = refused(glance, lambda stub: stub.UpdateImageMember(request))
+    assert failed.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failed.reason == reason
     assert glance.requests == []
 
 
@@ -384,11 +334,10 @@ def test_glance_refusals_become_statuses(
     rpc: str, method: str, path: str, status: int, message: str, code: grpc.StatusCode, reason: str
 ) -> None:
     glance = FakeGlance({(method, path): glance_error(status, message)})
-    error = failure(glance, lambda stub: ALL_CALLS[rpc](stub, ID, MEMBER))
-    assert (error.code(), error_info(error).reason) == (code, reason)
-    assert error.details() == message  # Glance's words, its HTML noise gone
-    info = error_info(error)
-    assert (info.metadata["glance_status"], info.metadata["image_id"]) == (str(status), ID)
+    failed = refused(glance, lambda stub: ALL_CALLS[rpc](stub, ID, MEMBER))
+    assert (failed.code, failed.reason) == (code, reason)
+    assert failed.details == message  # Glance's words, its HTML noise gone
+    assert (failed.metadata["glance_status"], failed.metadata["image_id"]) == (str(status), ID)
     assert (glance.only_request.method, glance.only_request.url.path) == (method, path)
 
 

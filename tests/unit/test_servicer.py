@@ -1,15 +1,13 @@
-"""The image RPCs (gateway/image_rpcs.py) as servicer.ImageService serves them: a grpc.aio server in this
-process, registered by wire.add_image_service, in front of a Glance behind httpx.MockTransport. Each test
-checks the REST requests an RPC sends (method, path, query, body, the caller's token and request id) and the
-status a Glance failure becomes."""
+"""The image RPCs (gateway/image_rpcs.py) as servicer.ImageService serves them: the grpc.aio server that
+gateway/server.py builds, in this process (servicer_harness.serving), in front of a Glance behind
+httpx.MockTransport. Each test checks the REST requests an RPC sends (method, path, query, body, the caller's
+token and request id) and the status a Glance failure becomes."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,24 +15,16 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from unit import servicer_harness
+from unit.servicer_harness import GLANCE, Failed, failure
 
-from gateway import upload_marker, wire
-from gateway.cleanup import Janitor
-from gateway.config import Settings
-from gateway.errors import ERROR_DOMAIN
-from gateway.glance_client import GlanceClient
-from gateway.servicer import ImageService
-from gateway.upload import Uploads
+from gateway import upload_marker
 from generated.glance.gateway.v1 import image_service_pb2 as pb
-from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
-if TYPE_CHECKING:  # the async stub's class exists only in the type stubs
-    from generated.glance.gateway.v1.image_service_pb2_grpc import ImageServiceAsyncStub as Stub
+if TYPE_CHECKING:
+    from unit.servicer_harness import Stub
 
 C = grpc.StatusCode
-GLANCE = "http://glance.test"
 IMAGE = "0f2c1d5e-8a9b-4c3d-9e8f-7a6b5c4d3e2f"
 OTHER = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 TOKEN = "servicer-token-Z9"
@@ -135,51 +125,8 @@ def image_json(image_id: str = IMAGE, **fields: Any) -> dict[str, Any]:
 Scenario = Callable[["Stub"], Awaitable[Any]]
 
 
-@asynccontextmanager
-async def serving(glance: Glance) -> AsyncIterator[Stub]:
-    """ImageService on a grpc.aio server in this process, built as gateway/server.py builds it."""
-    settings = Settings(glance_url=GLANCE)
-    async with (
-        GlanceClient(settings, transport=httpx.MockTransport(glance.handle)) as client,
-        Janitor(client) as janitor,
-    ):
-        server = grpc.aio.server()
-        service = ImageService(settings, client, Uploads(client, janitor, settings.stall_timeout))
-        wire.add_image_service(service, server, max_message_size=settings.max_message_size)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield pb_grpc.ImageServiceStub(channel)
-        finally:
-            await server.stop(None)
-
-
 def run(glance: Glance, scenario: Scenario) -> Any:
-    async def main() -> Any:
-        async with serving(glance) as stub:
-            return await scenario(stub)
-
-    return asyncio.run(main())
-
-
-@dataclass
-class Failed:
-    code: grpc.StatusCode
-    details: str
-    reason: str
-    metadata: dict[str, str]
-
-
-async def failure(call: Any) -> Failed:
-    """The status of a unary call that must fail, with its ErrorInfo."""
-    with pytest.raises(grpc.aio.AioRpcError):
-        await call
-    status = await rpc_status.aio.from_call(call)
-    assert status is not None, "every gateway failure carries a rich status"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info) and info.domain == ERROR_DOMAIN
-    return Failed(await call.code(), await call.details() or "", info.reason, dict(info.metadata))
+    return servicer_harness.run(httpx.MockTransport(glance.handle), scenario)
 
 
 def assert_from_caller(seen: Seen) -> None:

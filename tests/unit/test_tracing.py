@@ -1,11 +1,12 @@
-"""Traces (gateway/tracing.py): spans of the real ImageService in process, Glance behind MockTransport."""
+"""Traces (gateway/tracing.py): spans of the real ImageService served in process as gateway/server.py serves
+it (servicer_harness.serving, the interceptor included), Glance behind MockTransport."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import grpc
@@ -15,16 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from unit.servicer_harness import GLANCE_REQUEST_ID, serving
 
-from gateway import tracing, validation, wire
-from gateway.cleanup import Janitor
-from gateway.config import Settings
-from gateway.glance_client import GlanceClient
-from gateway.interceptor import RpcObserver
-from gateway.servicer import ImageService
-from gateway.upload import Uploads
+from gateway import tracing, validation
 from generated.glance.gateway.v1 import image_service_pb2 as pb
-from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
@@ -32,7 +27,6 @@ TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"
 DERIVED_REQUEST_ID = "req-4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
 TOKEN = "tracing-secret-token-Q7"
 IMAGE = "0f2c1d5e-8a9b-4c3d-9e8f-7a6b5c4d3e2f"
-GLANCE_REQUEST_ID = "req-11111111-2222-3333-4444-555555555555"
 METHOD = "glance.gateway.v1.ImageService/GetImageMeta"
 
 
@@ -52,25 +46,9 @@ class Glance:
         return httpx.Response(self.status, json={"message": "no"}, headers=answer)
 
 
-@asynccontextmanager
-async def gateway(glance: Glance) -> AsyncIterator[pb_grpc.ImageServiceStub]:
-    """The real servicer behind the interceptor, in this process."""
-    settings = Settings(glance_url="http://glance.test")
-    client = GlanceClient(settings, transport=httpx.MockTransport(glance.handle))
-    server = grpc.aio.server(interceptors=[RpcObserver()])
-    wire.add_image_service(ImageService(settings, client, Uploads(client, Janitor(client), 5.0)), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.ImageServiceStub(channel)
-    finally:
-        await server.stop(None)
-
-
 def get_meta(glance: Glance, image_id: str, *metadata: tuple[str, str]) -> grpc.StatusCode:
     async def run() -> grpc.StatusCode:
-        async with gateway(glance) as stub:
+        async with serving(httpx.MockTransport(glance.handle)) as stub:
             call: Any = stub.GetImageMeta(pb.GetImageMetaRequest(image_id=image_id), metadata=metadata)
             with suppress(grpc.aio.AioRpcError):
                 await call
