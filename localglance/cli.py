@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a project-scoped token of a seeded user (needs --auth keystone)",
         description="Print the token of user <project>-<role>, scoped to <project>, from the Keystone "
         f"started with --auth keystone. Projects: {', '.join(USER_PROJECTS)}; roles: "
-        f"{', '.join(USER_ROLES)}; 'admin admin' is the bootstrap admin.",
+        f"{', '.join(USER_ROLES)}; 'gamma member' (a tight image quota); 'admin admin' is the bootstrap "
+        "admin.",
     )
     _add_state(token)
     token.add_argument("project")

@@ -11,7 +11,9 @@ class Identities:
     """Seeded identities: `token("alpha", "member")`, `project_id("beta")`, `metadata("alpha", "reader")`.
 
     Projects alpha and beta each have users <project>-reader, -member and -admin holding that role there;
-    ("admin", "admin") is the bootstrap admin. Tokens are project-scoped and cached per (project, role).
+    ("admin", "admin") is the bootstrap admin. Project gamma has only gamma-member and a tight quota of its
+    own (image_count_total 2; keystone_config.PROJECT_LIMITS); every other project has the generous
+    registered defaults (REGISTERED_LIMITS). Tokens are project-scoped and cached per (project, role).
     """
 
     def __init__(self, keystone: KeystoneServer) -> None:

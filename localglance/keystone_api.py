@@ -15,9 +15,14 @@ from .keystone_config import (
     GLANCE_PROJECT,
     GLANCE_ROLE,
     GLANCE_USER,
+    IMAGE_SERVICE_TYPE,
     INTERFACES,
+    PROJECT_LIMITS,
     PROJECTS,
+    QUOTA_PROJECT,
+    QUOTA_PROJECT_ROLES,
     REGION,
+    REGISTERED_LIMITS,
     USER_PROJECTS,
     USER_ROLES,
     user_name,
@@ -56,6 +61,7 @@ class Identities:
     users: dict[str, str] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     identity_endpoints: list[str] = field(default_factory=list)
+    image_service: str = ""
     image_endpoints: list[str] = field(default_factory=list)
     identity_url: str = ""
     image_url: str = ""
@@ -132,7 +138,8 @@ def _json(raw: bytes) -> JsonObject:
 
 
 def seed(api: KeystoneApi, secrets: Secrets, image_url: str) -> Identities:
-    """Create the projects, users, role assignments and the image service after a fresh bootstrap."""
+    """Create the projects, users, role assignments, the image service and its limits after a fresh
+    bootstrap."""
     admin = api.password_token(ADMIN_USER, secrets.admin_password, ADMIN_PROJECT).token
     ids = Identities(identity_url=f"{api.url}/v3", image_url=image_url)
     ids.roles = {r["name"]: r["id"] for r in api.expect(200, "GET", "/v3/roles", token=admin)["roles"]}
@@ -141,12 +148,15 @@ def seed(api: KeystoneApi, secrets: Secrets, image_url: str) -> Identities:
             raise KeystoneError(f"bootstrap created no role {name!r}: {sorted(ids.roles)}")
     listed = api.expect(200, "GET", f"/v3/projects?name={ADMIN_PROJECT}", token=admin)["projects"]
     ids.projects[ADMIN_PROJECT] = listed[0]["id"]
-    for project in PROJECTS:
+    for project in (*PROJECTS, QUOTA_PROJECT):
         created = api.expect(
             201, "POST", "/v3/projects", {"project": {"name": project, "domain_id": "default"}}, admin
         )
         ids.projects[project] = created["project"]["id"]
     users = [(user_name(p, r), p, r, secrets.users_password) for p in USER_PROJECTS for r in USER_ROLES]
+    users += [
+        (user_name(QUOTA_PROJECT, r), QUOTA_PROJECT, r, secrets.users_password) for r in QUOTA_PROJECT_ROLES
+    ]
     users.append((GLANCE_USER, GLANCE_PROJECT, GLANCE_ROLE, secrets.glance_password))
     for name, project, role, password in users:
         project_id = ids.projects[project]
@@ -158,13 +168,31 @@ def seed(api: KeystoneApi, secrets: Secrets, image_url: str) -> Identities:
     listed = api.expect(200, "GET", f"/v3/users?name={ADMIN_USER}", token=admin)["users"]
     ids.users[ADMIN_USER] = listed[0]["id"]
     ids.identity_endpoints = _endpoints_of(api, admin, "identity")
-    service = {"service": {"name": "glance", "type": "image", "description": "local Glance"}}
+    service = {"service": {"name": "glance", "type": IMAGE_SERVICE_TYPE, "description": "local Glance"}}
     service_id = api.expect(201, "POST", "/v3/services", service, admin)["service"]["id"]
+    ids.image_service = service_id
     for interface in INTERFACES:
         endpoint = {"service_id": service_id, "interface": interface, "region_id": REGION, "url": image_url}
         created = api.expect(201, "POST", "/v3/endpoints", {"endpoint": endpoint}, admin)
         ids.image_endpoints.append(created["endpoint"]["id"])
+    _seed_limits(api, admin, ids)
     return ids
+
+
+def _seed_limits(api: KeystoneApi, admin: str, ids: Identities) -> None:
+    """Glance's unified limits: registered defaults and per-project limits (Glance reads them with its
+    service role: keystone_config.POLICY_OVERRIDES)."""
+    where = {"service_id": ids.image_service, "region_id": REGION}
+    registered = [
+        {**where, "resource_name": name, "default_limit": limit} for name, limit in REGISTERED_LIMITS.items()
+    ]
+    api.expect(201, "POST", "/v3/registered_limits", {"registered_limits": registered}, admin)
+    limits = [
+        {**where, "project_id": ids.projects[project], "resource_name": name, "resource_limit": limit}
+        for project, per_project in PROJECT_LIMITS.items()
+        for name, limit in per_project.items()
+    ]
+    api.expect(201, "POST", "/v3/limits", {"limits": limits}, admin)
 
 
 def _endpoints_of(api: KeystoneApi, admin: str, service_type: str) -> list[str]:

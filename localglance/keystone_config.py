@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .ports import HOST
 
-# The seeded identities. Changing any of this changes the saved template's key (keystone.py).
+# The seeded identities. Changing any of this changes the saved template's key (keystone_template.py).
 PROJECTS = ("alpha", "beta", "service")
 USER_PROJECTS = ("alpha", "beta")  # each gets <project>-reader, -member, -admin
 USER_ROLES = ("reader", "member", "admin")
@@ -19,6 +20,31 @@ ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
 REGION = "RegionOne"
 INTERFACES = ("public", "internal", "admin")
+IMAGE_SERVICE_TYPE = "image"
+
+# Glance's unified limits (keystone-30-local.md, "Optional: unified limits"). The registered defaults hold
+# for every project and are generous so that no test meets them by accident; sizes are in MiB. Glance
+# refuses whatever has no registered limit, so all four are needed.
+REGISTERED_LIMITS = {
+    "image_size_total": 100_000,
+    "image_stage_total": 100_000,
+    "image_count_total": 1000,
+    "image_count_uploading": 100,
+}
+# A project with tight limits of its own, for quota tests; its only user is <project>-<role> for these roles.
+QUOTA_PROJECT = "gamma"
+QUOTA_PROJECT_ROLES = ("member",)
+PROJECT_LIMITS = {QUOTA_PROJECT: {"image_count_total": 2}}
+
+# Glance's oslo.limit looks the image endpoint up on every quota check, which takes admin or a system
+# reader. A system-scoped token costs ~60 ms per Keystone request here (Keystone recomputes system roles,
+# uncached, three times per request) against ~10 ms project-scoped, and a check is 5 requests. So Glance
+# reads with its project-scoped service token: Keystone 30 already shows every project's limits to the
+# service role, and these rules let it read the catalog too (upstream rule + "or role:service").
+POLICY_OVERRIDES = {
+    f"identity:{action}": f"rule:admin_required or (role:reader and system_scope:all) or role:{GLANCE_ROLE}"
+    for action in ("list_services", "list_endpoints", "get_endpoint")
+}
 
 
 def user_name(project: str, role: str) -> str:
@@ -75,6 +101,10 @@ class KeystoneConfig:
         return self.etc_dir / "keystone.conf"
 
     @property
+    def policy_file(self) -> Path:
+        return self.etc_dir / "policy.yaml"
+
+    @property
     def uwsgi_ini(self) -> Path:
         return self.etc_dir / "keystone-uwsgi.ini"
 
@@ -95,6 +125,7 @@ def write_configs(cfg: KeystoneConfig) -> None:
     cfg.etc_dir.mkdir(parents=True, exist_ok=True)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     cfg.conf.write_text(render_conf(cfg))
+    cfg.policy_file.write_text(render_policy())
     cfg.uwsgi_ini.write_text(render_uwsgi_ini(cfg))
 
 
@@ -128,7 +159,15 @@ password_hash_rounds = 4
 [cache]
 enabled = true
 backend = dogpile.cache.memory
+
+[oslo_policy]
+policy_file = {cfg.policy_file}
 """
+
+
+def render_policy() -> str:
+    # JSON strings are valid YAML.
+    return "".join(f"{json.dumps(rule)}: {json.dumps(check)}\n" for rule, check in POLICY_OVERRIDES.items())
 
 
 def render_uwsgi_ini(cfg: KeystoneConfig) -> str:

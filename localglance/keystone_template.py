@@ -26,11 +26,20 @@ TEMPLATE_PREFIX = "localglance-keystone-template-"
 COMPLETE_MARKER = ".complete"
 
 
-def template_dir(venv_dir: Path) -> Path:
+def _code_digest() -> str:
     digest = hashlib.sha256()
     for source in ("keystone_config.py", "keystone_api.py", "keystone_template.py"):
         digest.update((PACKAGE_DIR / source).read_bytes())
-    return venv_dir / f"{TEMPLATE_PREFIX}{KEYSTONE_VERSION}-{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
+
+
+# Taken at import, not at save: a process that seeded with the code it loaded must not save under the key
+# of files edited since (it once saved a template without the newer seeding under the newer key).
+CODE_DIGEST = _code_digest()
+
+
+def template_dir(venv_dir: Path) -> Path:
+    return venv_dir / f"{TEMPLATE_PREFIX}{KEYSTONE_VERSION}-{CODE_DIGEST}"
 
 
 def load_template(cfg: KeystoneConfig) -> bool:

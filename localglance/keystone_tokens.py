@@ -14,6 +14,8 @@ from .keystone_config import (
     GLANCE_PROJECT,
     GLANCE_ROLE,
     GLANCE_USER,
+    QUOTA_PROJECT,
+    QUOTA_PROJECT_ROLES,
     USER_PROJECTS,
     USER_ROLES,
     KeystoneConfig,
@@ -40,7 +42,7 @@ class Tokens:
 
     def token(self, project: str, role: str) -> str:
         """A token of user <project>-<role> scoped to <project>; ("admin", "admin") is the bootstrap admin,
-        ("service", "service") Glance's service user."""
+        ("service", "service") Glance's service user, ("gamma", "member") the quota project's member."""
         user, password = self._credentials(project, role)
         with self._lock:
             cached = self._cache.get((project, role))
@@ -74,7 +76,9 @@ class Tokens:
             return ADMIN_USER, self.secrets.admin_password
         if (project, role) == (GLANCE_PROJECT, GLANCE_ROLE):
             return GLANCE_USER, self.secrets.glance_password
-        if project in USER_PROJECTS and role in USER_ROLES:
+        if (project in USER_PROJECTS and role in USER_ROLES) or (
+            project == QUOTA_PROJECT and role in QUOTA_PROJECT_ROLES
+        ):
             return user_name(project, role), self.secrets.users_password
         raise KeyError(f"no seeded user holds role {role!r} on project {project!r}")
 

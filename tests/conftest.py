@@ -154,5 +154,6 @@ def keystone_stub(keystone_gateway: GatewayProcess) -> Iterator[pb_grpc.ImageSer
 def identities(keystone: KeystoneServer) -> Identities:
     """`token(project, role)`, `project_id(name)`, `user_id(name)`, `admin_token()`, and
     `metadata(project, role)` -> `(("x-auth-token", token),)`. Projects alpha and beta each have users
-    holding reader, member or admin there; ("admin", "admin") is Keystone's bootstrap admin."""
+    holding reader, member or admin there; ("gamma", "member") has a quota of 2 images; ("admin", "admin") is
+    Keystone's bootstrap admin."""
     return Identities(keystone)

@@ -16,6 +16,7 @@ import pytest
 from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 from localglance import GlanceServer, Identities
+from localglance.keystone_config import REGISTERED_LIMITS
 
 from .support import (
     ImageTracker,
@@ -238,11 +239,12 @@ def test_a_deactivated_image_is_not_for_its_project(
 def test_quota_usage_with_a_real_token(
     keystone_stub: pb_grpc.ImageServiceStub, identities: Identities, who: tuple[str, str]
 ) -> None:
-    # This Keystone has no unified limits for Glance, so Glance reports none, to any project.
+    # Keystone holds unified limits for Glance: these projects have only the registered defaults.
     response = keystone_stub.GetQuotaUsage(
         pb.GetQuotaUsageRequest(), metadata=identities.metadata(*who), timeout=30
     )
-    assert response == pb.GetQuotaUsageResponse()
+    assert {name: quota.limit for name, quota in response.usage.items()} == REGISTERED_LIMITS
+    assert all(quota.usage >= 0 for quota in response.usage.values())
 
 
 def test_quota_usage_needs_a_token(keystone_stub: pb_grpc.ImageServiceStub) -> None:

@@ -22,7 +22,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from localglance import GlanceServer, Identities, KeystoneServer  # noqa: E402
-from localglance.keystone_config import USER_PROJECTS, USER_ROLES  # noqa: E402
+from localglance.config import GlanceConfig, render_api_conf  # noqa: E402
+from localglance.keystone_config import (  # noqa: E402
+    PROJECT_LIMITS,
+    QUOTA_PROJECT,
+    REGISTERED_LIMITS,
+    USER_PROJECTS,
+    USER_ROLES,
+)
 from localglance.ports import port_is_free  # noqa: E402
 from localglance.procs import cmdline, live_group_members  # noqa: E402
 from localglance.venv import REQUIRED_BINARIES, expected_marker  # noqa: E402
@@ -108,8 +115,10 @@ def test_tokens_are_cached_and_unknown_identities_refused(identities: Identities
     assert identities.token("beta", "reader") == identities.token("beta", "reader")
     assert identities.token("beta", "reader") != identities.token("alpha", "reader")
     assert identities.metadata("alpha", "member") == (("x-auth-token", identities.token("alpha", "member")),)
-    with pytest.raises(KeyError, match="gamma"):
-        identities.token("gamma", "member")
+    with pytest.raises(KeyError, match="delta"):
+        identities.token("delta", "member")
+    with pytest.raises(KeyError, match="reader"):
+        identities.token("gamma", "reader")  # the quota project has a member only
     with pytest.raises(KeyError, match="owner"):
         identities.token("alpha", "owner")
     assert "token" not in repr(identities).lower()
@@ -239,3 +248,60 @@ def test_cli_start_token_status_stop_with_keystone(tmp_path: Path) -> None:
     assert_gone(int(pid_text), int(url.rsplit(":", 1)[1]))
     assert_gone(int(ks_pid_text), int(ks_url.rsplit(":", 1)[1]))
     assert run("status").returncode == 1
+
+
+# -- unified limits: quota usage with numbers ------------------------------------------
+
+
+def usage(glance: GlanceServer, token: str) -> dict[str, dict[str, int]]:
+    status, _, body = request("GET", f"{glance.url}/v2/info/usage", headers={"X-Auth-Token": token})
+    assert status == 200, body
+    found: dict[str, dict[str, int]] = body["usage"]
+    return found
+
+
+def test_quota_usage_has_the_registered_limits(keystone_glance: GlanceServer, identities: Identities) -> None:
+    found = usage(keystone_glance, identities.token("alpha", "member"))
+    assert {name: quota["limit"] for name, quota in found.items()} == REGISTERED_LIMITS
+    for name, quota in found.items():
+        assert isinstance(quota["usage"], int) and quota["usage"] >= 0, (name, quota)
+
+
+def test_the_quota_project_has_a_limit_of_its_own(
+    keystone_glance: GlanceServer, identities: Identities
+) -> None:
+    found = usage(keystone_glance, identities.token(QUOTA_PROJECT, "member"))
+    assert found["image_count_total"]["limit"] == PROJECT_LIMITS[QUOTA_PROJECT]["image_count_total"] == 2
+    # Every quota it has no limit of its own for falls back to the registered default.
+    for name, default in REGISTERED_LIMITS.items():
+        if name not in PROJECT_LIMITS[QUOTA_PROJECT]:
+            assert found[name]["limit"] == default, name
+
+
+def test_quota_project_member_token(keystone: KeystoneServer) -> None:
+    token = validate(keystone, keystone.token(QUOTA_PROJECT, "member"))
+    assert token["user"]["name"] == f"{QUOTA_PROJECT}-member"
+    assert token["project"]["id"] == keystone.project_id(QUOTA_PROJECT)
+    assert {r["name"] for r in token["roles"]} == {"member", "reader"}
+
+
+def test_only_the_service_role_gains_reading_the_catalog(keystone: KeystoneServer) -> None:
+    # Glance's oslo.limit looks the image endpoint up with its project-scoped service token.
+    path = f"{keystone.identity_url}/endpoints?interface=public"
+    status, _, body = request("GET", path, headers={"X-Auth-Token": keystone.token("service", "service")})
+    assert status == 200, body
+    assert keystone.tokens.ids.image_endpoints[0] in {endpoint["id"] for endpoint in body["endpoints"]}
+    # A member still may not (upstream default: admin or system reader).
+    status, _, body = request("GET", path, headers={"X-Auth-Token": keystone.token("alpha", "member")})
+    assert status == 403, body
+
+
+def test_unified_limits_are_configured_in_keystone_mode_only(
+    keystone_glance: GlanceServer, tmp_path: Path
+) -> None:
+    conf = keystone_glance.config.api_conf.read_text()
+    assert "\nuse_keystone_limits = true\n" in conf
+    oslo_limit = conf.split("[oslo_limit]\n", 1)[1]
+    assert "project_name = service\n" in oslo_limit and "endpoint_service_type = image\n" in oslo_limit
+    noauth = GlanceConfig(state_dir=tmp_path, venv_dir=tmp_path, port=1)
+    assert "keystone_limits" not in render_api_conf(noauth) and "[oslo_limit]" not in render_api_conf(noauth)
