@@ -77,6 +77,9 @@ def image_to_proto(body: JsonObject, glance_base: str, view: int = pb.IMAGE_VIEW
     )
     if isinstance(body.get("size"), int):
         image.size = body["size"]
+    if image.id:
+        # In the brief listing too: the classic flow passes each listed image's uri to GetImageMeta/GetImage.
+        image.uri = f"{glance_base}/v2/images/{image.id}"
     if view == pb.IMAGE_VIEW_BASIC:
         return image
     image.visibility = VISIBILITY_FROM_GLANCE.get(str(body.get("visibility")), pb.VISIBILITY_UNSPECIFIED)
@@ -96,8 +99,6 @@ def image_to_proto(body: JsonObject, glance_base: str, view: int = pb.IMAGE_VIEW
     image.properties.update(custom_properties(body))
     set_time(image.create_time, body.get("created_at"))
     set_time(image.update_time, body.get("updated_at"))
-    if image.id:
-        image.uri = f"{glance_base}/v2/images/{image.id}"
     return image
 
 

@@ -52,15 +52,19 @@ def test_list_basic_and_full(machine_image: pb.Image, stub: pb_grpc.ImageService
     assert [image.id for image in full.images] == [machine_image.id]
     brief, detailed = basic.images[0], full.images[0]
 
-    # BASIC: id, name, status, size, formats, checksum.
+    # BASIC: id, name, status, size, formats, checksum, uri.
     assert (brief.name, brief.status, brief.size) == (machine_image.name, pb.IMAGE_STATUS_ACTIVE, len(DATA))
     assert (brief.disk_format, brief.container_format) == ("ami", "ami")
     assert brief.checksum == machine_image.checksum
     # ... and nothing of the FULL-only fields.
     assert not brief.properties
     assert brief.visibility == pb.VISIBILITY_UNSPECIFIED
-    assert not brief.os_hash_value and not brief.uri
+    assert not brief.os_hash_value
     assert not brief.HasField("create_time")
+    # The seed's flow: the brief listing's uri is what get_image_meta and get_image take.
+    assert brief.uri == machine_image.uri
+    by_uri = stub.GetImageMeta(pb.GetImageMetaRequest(image_uri=brief.uri)).image
+    assert by_uri.id == machine_image.id
 
     assert detailed.properties["distro"] == "Ubuntu 10.10"
     assert detailed.visibility == pb.VISIBILITY_PUBLIC

@@ -76,6 +76,8 @@ def test_basic_view_is_the_brief_listing() -> None:
     assert not image.properties
     assert not image.HasField("create_time")
     assert image.visibility == pb.VISIBILITY_UNSPECIFIED
+    # The classic flow takes each listed image's uri to GetImageMeta and GetImage.
+    assert image.uri == f"{BASE}/v2/images/{ID}"
 
 
 def test_queued_image_has_no_size() -> None:

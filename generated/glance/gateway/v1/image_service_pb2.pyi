@@ -131,7 +131,9 @@ class _ImageViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImageView.V
     IMAGE_VIEW_UNSPECIFIED: _ImageView.ValueType  # 0
     """The same as IMAGE_VIEW_BASIC."""
     IMAGE_VIEW_BASIC: _ImageView.ValueType  # 1
-    """Only id, name, status, size, disk_format, container_format and checksum."""
+    """Only id, name, status, size, disk_format, container_format, checksum
+    and uri.
+    """
     IMAGE_VIEW_FULL: _ImageView.ValueType  # 2
     """Every field of Image."""
 
@@ -141,7 +143,9 @@ class ImageView(_ImageView, metaclass=_ImageViewEnumTypeWrapper):
 IMAGE_VIEW_UNSPECIFIED: ImageView.ValueType  # 0
 """The same as IMAGE_VIEW_BASIC."""
 IMAGE_VIEW_BASIC: ImageView.ValueType  # 1
-"""Only id, name, status, size, disk_format, container_format and checksum."""
+"""Only id, name, status, size, disk_format, container_format, checksum
+and uri.
+"""
 IMAGE_VIEW_FULL: ImageView.ValueType  # 2
 """Every field of Image."""
 Global___ImageView: _TypeAlias = ImageView  # noqa: Y015
