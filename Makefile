@@ -45,6 +45,17 @@ proto: $(INSTALLED)
 proto-check: proto
 	@test -z "$$(git status --porcelain -- generated)" || { git status --short -- generated; echo 'generated/ is stale: run make proto and commit'; exit 1; }
 
+# Fails when protos/ (as in the working tree) breaks the contract of the previous commit: buf's FILE rules
+# (buf.yaml). Another baseline: make proto-breaking AGAINST='.git#branch=main'.
+AGAINST ?= .git\#ref=HEAD~1
+.PHONY: proto-breaking
+proto-breaking: $(BUF)
+	@# A shallow checkout has no HEAD~1: deepen it by one commit; with no remote to ask, say so and skip.
+	@if ! git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null; then git fetch -q --deepen=1 2>/dev/null || true; fi
+	@if git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null; then \
+		$(BUF) breaking --against '$(AGAINST)'; \
+	else echo 'proto-breaking: WARNING: no previous commit to compare with (a shallow clone without a remote); skipped'; fi
+
 lint: $(INSTALLED) $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
