@@ -113,10 +113,10 @@ class AsyncClient:
         return await self._run(ops.get_image_meta(image_id_or_uri))
 
     async def get_image(
-        self, image_id_or_uri: str, *, verify: Verify = "gateway", max_resumes: int = 3
+        self, image_id_or_uri: str, *, verify: Verify = "gateway", max_resumes: int = 3, offset: int = 0
     ) -> tuple[ImageMeta, AsyncIterator[bytes]]:
         """See Client.get_image; the chunks are an async iterator."""
-        download = Download(image_id_or_uri, verify, max_resumes)
+        download = Download(image_id_or_uri, verify, max_resumes, offset)
         call = self._stub.GetImage(download.request(), metadata=self._metadata, timeout=self._timeout)
         try:
             meta = download.on_header(await self._first(call))

@@ -85,10 +85,18 @@ class Download:
     the rest. The bytes the caller gets are therefore always covered by exactly one whole-image check.
     """
 
-    def __init__(self, image_id_or_uri: str, verify: Verify = "gateway", max_resumes: int = 3) -> None:
+    def __init__(
+        self, image_id_or_uri: str, verify: Verify = "gateway", max_resumes: int = 3, offset: int = 0
+    ) -> None:
         if verify not in ("gateway", "client", "none"):
             raise ValueError(f"verify must be 'gateway', 'client' or 'none', not {verify!r}")
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, not {offset}")
+        if offset and verify != "none":
+            # Glance publishes hashes of whole images only: the caller checks a partial read itself.
+            raise ValueError("a read from an offset cannot be verified here: pass verify='none'")
         self._ident = image_id_or_uri
+        self._offset = offset  # where the caller's data starts in the image
         self.verify = verify
         self.resumes_left = max_resumes
         self.resumes = 0
@@ -100,7 +108,7 @@ class Download:
 
     def request(self) -> pb.GetImageRequest:
         """The next GetImage call: from 0, or from where client hashing (or yielding) must go on."""
-        offset = self._hashed if self._hasher is not None else self.yielded
+        offset = self._hashed if self._hasher is not None else self._offset + self.yielded
         skip = self.verify != "gateway" or self.resumes > 0
         if self.image is not None:
             # Resumes go by id: the URI, if one was given, named this same image.
@@ -143,7 +151,7 @@ class Download:
         if self._hasher is not None:
             self._hasher.update(data)
             self._hashed += len(data)
-        skip = self.yielded - start
+        skip = self._offset + self.yielded - start
         if skip >= len(data):
             return b""
         out = data[skip:] if skip > 0 else data
@@ -164,8 +172,8 @@ class Download:
     def on_end(self) -> None:
         """The stream ended normally: check the length and, when the client hashes, the digest."""
         assert self.image is not None
-        if self.image.HasField("size") and self.yielded != self.image.size:
-            raise _corrupt(f"got {self.yielded} bytes of a {self.image.size}-byte image")
+        if self.image.HasField("size") and self._offset + self.yielded != self.image.size:
+            raise _corrupt(f"got {self.yielded} bytes from {self._offset} of a {self.image.size}-byte image")
         if self._hasher is None:
             return
         expected = self.image.os_hash_value if self.image.os_hash_algo else self.image.checksum

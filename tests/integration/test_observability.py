@@ -191,6 +191,18 @@ def test_a_checksum_failure_is_counted(start_gateway: StartGateway) -> None:
             for response in pb_grpc.ImageServiceStub(channel).GetImage(pb.GetImageRequest(image_id=image_id)):
                 received += len(response.data)
         assert isinstance(caught.value, grpc.Call) and caught.value.code() == grpc.StatusCode.DATA_LOSS
+        # The status reaches the client before the interceptor counts the call (a CI run under load scraped
+        # in between): wait for the count, then read everything from one scrape.
+        wait_until(
+            lambda: (
+                Scrape(port).rpc(
+                    "grpc_server_handled_total", "server_stream", "GetImage", grpc_code="DATA_LOSS"
+                )
+                is not None
+            ),
+            10,
+            "the failed GetImage to be counted",
+        )
         scrape = Scrape(port)
     assert scrape.get("glance_gateway_checksum_failures_total", operation="download") == 1
     assert scrape.rpc("grpc_server_handled_total", "server_stream", "GetImage", grpc_code="DATA_LOSS") == 1

@@ -157,6 +157,20 @@ def test_gateway_verified_download_that_resumes_is_hashed_whole_by_the_client(
     assert [(r.offset, r.skip_verification) for r in service.get_requests] == [(0, False), (0, True)]
 
 
+def test_a_read_from_an_offset_gets_the_rest_and_resumes_past_it(fake: tuple[FakeImageService, int]) -> None:
+    service, port = fake
+    service.breaks, service.break_after = 1, 2000  # breaks 2000 bytes into the first call
+    assert download(port, offset=1000, verify="none")[1] == DATA[1000:]
+    assert [(r.offset, r.skip_verification) for r in service.get_requests] == [(1000, True), (3000, True)]
+
+
+@pytest.mark.parametrize("verify", ["gateway", "client"])
+def test_a_read_from_an_offset_cannot_be_verified_by_the_client(verify: str) -> None:
+    # Glance publishes whole-image hashes only; refused before any call (no server needed).
+    with Client("127.0.0.1", 1) as client, pytest.raises(ValueError):
+        client.get_image(IMAGE_ID, offset=10, verify=verify)  # type: ignore[arg-type]
+
+
 def test_resumed_download_with_corrupt_data_is_data_corrupt(fake: tuple[FakeImageService, int]) -> None:
     service, port = fake
     service.served = DATA[:-1] + bytes([DATA[-1] ^ 1])
