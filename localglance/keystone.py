@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .env import clean_env
+from . import uwsgi
 from .keystone_api import Identities, KeystoneApi, Secrets, repoint, seed
 from .keystone_config import KeystoneConfig
 from .keystone_config import write_configs as write_keystone_configs
@@ -135,17 +135,7 @@ class KeystoneServer:
     def _launch(self) -> None:
         cfg = self.config
         cfg.pidfile.unlink(missing_ok=True)
-        with open(cfg.uwsgi_log, "wb") as log:
-            self._proc = subprocess.Popen(
-                [str(self.venv_dir / "bin" / "uwsgi"), "--ini", str(cfg.uwsgi_ini)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                env=clean_env(self.venv_dir),
-                # Own session and group: killpg reaches the worker; a terminal's Ctrl-C does not.
-                start_new_session=True,
-            )
+        self._proc = uwsgi.launch(self.venv_dir, cfg.uwsgi_ini, cfg.uwsgi_log, self.state_dir)
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None

@@ -15,9 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from . import uwsgi
 from .config import GlanceConfig, KeystoneAuth, read_port, write_configs
 from .db import prepare_db
-from .env import clean_env
 from .keystone_config import GLANCE_PROJECT, GLANCE_USER
 from .log import info
 from .paths import DEFAULT_STATE_DIR, DEFAULT_VENV_DIR
@@ -158,19 +158,7 @@ class GlanceServer:
     def _launch(self) -> None:
         cfg = self.config
         cfg.pidfile.unlink(missing_ok=True)
-        # Truncated on purpose: ready lines are counted for this run only.
-        with open(cfg.uwsgi_log, "wb") as log:
-            self._proc = subprocess.Popen(
-                [str(self.venv_dir / "bin" / "uwsgi"), "--ini", str(cfg.uwsgi_ini)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                env=clean_env(self.venv_dir),
-                # Own session and process group: killpg reaches every worker, and a
-                # Ctrl-C in the caller's terminal does not hit uWSGI directly.
-                start_new_session=True,
-            )
+        self._proc = uwsgi.launch(self.venv_dir, cfg.uwsgi_ini, cfg.uwsgi_log, self.state_dir)
 
     def _wait_ready(self, timeout: float) -> None:
         # /versions alone is not enough: a SIGTERM while a worker still imports
