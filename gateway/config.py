@@ -151,8 +151,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "stall_timeout",
-        "seconds a GetImage client may stop reading, or an AddImage client stop sending, before the "
-        "gateway ends the call and releases its Glance connection",
+        "seconds a GetImage client may stop reading, or an AddImage or StageImageData client stop sending, "
+        "before the gateway ends the call and releases its Glance connection",
     ),
     Option(
         "upload_window",
