@@ -9,6 +9,7 @@ exactly as often as expected, so a reshaped deploy file fails loudly instead of 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -16,8 +17,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = REPO / "deploy" / "nginx" / "glance-grpc-gateway.conf"
@@ -33,8 +36,10 @@ _ERROR_LOG = re.compile(r"^(?P<indent>[ \t]*)error_log[ \t]+\S+(?P<rest>[^;\n]*)
 
 MAIN_CONF = """\
 daemon off;
-# One process, in the foreground: stopping it stops everything (as tests/integration/test_tls.py runs nginx).
-master_process off;
+# In the foreground, with a master: `nginx -s reload` (how an operator takes a replica out of the upstream)
+# needs one, and hands calls over from the old worker to the new one without losing any. SIGTERM to the
+# master stops its workers.
+master_process on;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
@@ -68,17 +73,30 @@ def _replace(pattern: re.Pattern[str], text: str, replacement: str, what: str, c
     return new
 
 
-def render_site(text: str, replicas: Sequence[str], port: int, cert: Path, key: Path, log_dir: Path) -> str:
+def render_site(
+    text: str,
+    replicas: Sequence[str],
+    port: int,
+    cert: Path,
+    key: Path,
+    log_dir: Path,
+    down: Collection[str] = (),
+) -> str:
     """The deploy file for loopback: `replicas` ("host:port") instead of the shipped ones, with the shipped
-    parameters of the first replica line; listening on HOST:`port`; the given certificate; logs in
-    `log_dir`."""
+    parameters of the first replica line (and `down` for those in `down`); listening on HOST:`port`; the
+    given certificate; logs in `log_dir`."""
     if not replicas:
         raise ValueError("at least one replica")
     shipped = list(_REPLICA.finditer(text))
     if len(shipped) < 2:
         raise ValueError(f"{SITE.name}: expected at least two replica lines, found {len(shipped)}")
     first = shipped[0]
-    lines = "\n".join(f"{first['indent']}server {address}{first['params']};" for address in replicas)
+    if unknown := set(down) - set(replicas):
+        raise ValueError(f"not replicas: {sorted(unknown)}")
+    lines = "\n".join(
+        f"{first['indent']}server {address}{first['params']}{' down' if address in down else ''};"
+        for address in replicas
+    )
     text = text[: first.start()] + lines + _REPLICA.sub("", text[first.end() :]).replace("\n\n\n", "\n\n")
     text = _replace(_LISTEN, text, "{indent}listen " + f"{HOST}:{port} ssl http2;", "TLS listen lines")
     text = _replace(_CERT, text, "{indent}ssl_certificate " + f"{cert};", "certificates")
@@ -109,7 +127,10 @@ class NginxProxy:
         for sub in ("tmp", "logs"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         self.site = folder / SITE.name
-        self.site.write_text(render_site(SITE.read_text(), replicas, port, cert, key, folder / "logs"))
+        self._render = functools.partial(
+            render_site, SITE.read_text(), replicas, port, cert, key, folder / "logs"
+        )
+        self.site.write_text(self._render())
         self.main = folder / "nginx.conf"
         self.main.write_text(MAIN_CONF.format(dir=folder, site=self.site))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -140,6 +161,24 @@ class NginxProxy:
                 self.stop()
                 raise TimeoutError(f"nginx did not listen on {self.address} within {timeout} s")
             time.sleep(0.05)
+
+    def set_down(self, down: Collection[str]) -> None:
+        """Marks the replicas in `down` (addresses) down and the others up, and reloads nginx: returns once
+        a new worker with that config runs. The old worker sends GOAWAY to its clients (gRPC clients open a
+        new connection to the new worker) and exits when the calls it has are done."""
+        if self._proc is None:
+            raise RuntimeError("nginx is not running")
+        master = psutil.Process(self._proc.pid)
+        old_workers = {child.pid for child in master.children()}
+        self.site.write_text(self._render(down=down))
+        reload = subprocess.run(self._command("-s", "reload"), capture_output=True, text=True, timeout=30)
+        if reload.returncode != 0:
+            raise RuntimeError(f"nginx -s reload failed:\n{reload.stderr}\n{self.error_log()}")
+        deadline = time.monotonic() + 10
+        while not {child.pid for child in master.children()} - old_workers:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nginx started no new worker within 10 s:\n{self.error_log()}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
