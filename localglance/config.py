@@ -244,15 +244,20 @@ def render_keystone_authtoken(keystone: KeystoneAuth | None) -> str:
     return f"""
 [keystone_authtoken]
 www_authenticate_uri = {keystone.url}
-auth_url = {keystone.url}
+{render_service_user(keystone)}
+token_cache_time = {keystone.token_cache_time}
+{render_oslo_limit(keystone)}"""
+
+
+def render_service_user(keystone: KeystoneAuth) -> str:
+    """Glance's own Keystone credentials, as both auth_token and oslo.limit read them."""
+    return f"""auth_url = {keystone.url}
 auth_type = password
 user_domain_id = default
 project_domain_id = default
 project_name = {keystone.project}
 username = {keystone.username}
-password = {keystone.password}
-token_cache_time = {keystone.token_cache_time}
-{render_oslo_limit(keystone)}"""
+password = {keystone.password}"""
 
 
 def render_limits_switch(keystone: KeystoneAuth | None) -> str:
@@ -267,13 +272,7 @@ def render_oslo_limit(keystone: KeystoneAuth) -> str:
     # seeding; there is one region, and naming it would cost one more Keystone request per quota check.
     return f"""
 [oslo_limit]
-auth_url = {keystone.url}
-auth_type = password
-user_domain_id = default
-project_domain_id = default
-project_name = {keystone.project}
-username = {keystone.username}
-password = {keystone.password}
+{render_service_user(keystone)}
 endpoint_service_type = {IMAGE_SERVICE_TYPE}
 endpoint_interface = public
 """

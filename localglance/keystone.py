@@ -7,16 +7,13 @@ as a template next to the venv (keystone_template.py) and copied for later start
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import secrets as secrets_module
 import shutil
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
-from . import uwsgi
 from .keystone_api import Identities, KeystoneApi, Secrets, repoint, seed
 from .keystone_config import KeystoneConfig
 from .keystone_config import write_configs as write_keystone_configs
@@ -24,20 +21,21 @@ from .keystone_template import bootstrap, load_template, save_template
 from .keystone_tokens import DEFAULT_KEYSTONE_STATE_DIR, Tokens
 from .log import info
 from .paths import DEFAULT_VENV_DIR
-from .ports import free_port, port_is_free, wait_port_free
-from .procs import recorded_leader, terminate_group
+from .ports import free_port
+from .uwsgi import UwsgiServer, ready_lines, tail
 from .venv import ensure_venv
 
-READY_LINE = "WSGI app 0 (mountpoint='') ready"
 # Where seeding first points the image service; GlanceServer repoints it to itself.
 PLACEHOLDER_IMAGE_URL = "http://127.0.0.1:9292"
 
 
-class KeystoneServer:
+class KeystoneServer(UwsgiServer):
     """A real Keystone on 127.0.0.1, run by uWSGI (one process) in its own process group.
 
     Every start is fresh: the data dir is replaced by the saved template (or bootstrapped and seeded).
     """
+
+    name = "Keystone"
 
     def __init__(
         self,
@@ -46,14 +44,16 @@ class KeystoneServer:
         venv_dir: Path | None = None,
         use_template: bool = True,
     ) -> None:
+        super().__init__()
         self.port: int = port if port else free_port()
         self.state_dir: Path = Path(state_dir or DEFAULT_KEYSTONE_STATE_DIR).resolve()
         self.venv_dir: Path = Path(venv_dir or DEFAULT_VENV_DIR).resolve()
         self.use_template = use_template
-        self.config = KeystoneConfig(state_dir=self.state_dir, venv_dir=self.venv_dir, port=self.port)
+        self.config: KeystoneConfig = KeystoneConfig(
+            state_dir=self.state_dir, venv_dir=self.venv_dir, port=self.port
+        )
         self.api = KeystoneApi(self.url)
         self._tokens: Tokens | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         # After start: whether the data came from the saved template (else bootstrapped and seeded).
         self.from_template: bool | None = None
 
@@ -61,19 +61,8 @@ class KeystoneServer:
         return f"KeystoneServer(url={self.url!r}, pid={self.pid}, state_dir={str(self.state_dir)!r})"
 
     @property
-    def url(self) -> str:
-        return self.config.url
-
-    @property
     def identity_url(self) -> str:
         return f"{self.url}/v3"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def tokens(self) -> Tokens:
@@ -99,7 +88,7 @@ class KeystoneServer:
 
     # -- start ---------------------------------------------------------------
 
-    def start(self, timeout: float = 60.0) -> KeystoneServer:
+    def start(self, timeout: float = 60.0) -> Self:
         if self._proc is not None:
             raise RuntimeError(f"already started: {self!r}")
         started = time.monotonic()
@@ -120,45 +109,18 @@ class KeystoneServer:
             with contextlib.suppress(Exception):
                 self.stop()
             raise
-        atexit.register(self._stop_at_exit)
         how = "from the saved template" if from_template else "bootstrapped and seeded"
         info(f"keystone ready at {self.url} (pid {self.pid}, {how}) in {time.monotonic() - started:.1f} s")
         return self
 
-    def _check_nothing_in_the_way(self) -> None:
-        other = recorded_leader(self.config.pidfile, self.config.uwsgi_ini)
-        if other is not None:
-            raise RuntimeError(f"a Keystone from {self.state_dir} is already running (pid {other})")
-        if not port_is_free(self.port):
-            raise RuntimeError(f"port {self.port} on 127.0.0.1 is already in use")
+    def _serving(self) -> bool:
+        return self._imported() and self.api.call("GET", "/v3")[0] == 200
 
-    def _launch(self) -> None:
-        cfg = self.config
-        cfg.pidfile.unlink(missing_ok=True)
-        self._proc = uwsgi.launch(self.venv_dir, cfg.uwsgi_ini, cfg.uwsgi_log, self.state_dir)
+    def _imported(self) -> bool:
+        return ready_lines(self.config.uwsgi_log) > 0
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise RuntimeError(
-                    f"Keystone's uWSGI exited with code {code} during start\n{self.log_tail()}"
-                )
-            if self._worker_ready() and self.api.call("GET", "/v3")[0] == 200:
-                return
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"Keystone on {self.url} not ready after {timeout:.0f} s\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
-
-    def _worker_ready(self) -> bool:
-        try:
-            return READY_LINE in self.config.uwsgi_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
+    def _forget(self) -> None:
+        self._tokens = None
 
     def _finish(self, from_template: bool) -> None:
         cfg = self.config
@@ -186,53 +148,8 @@ class KeystoneServer:
             self.config.identities_file.write_text(ids.to_json())
 
     def log_tail(self, lines: int = 40) -> str:
-        parts = []
-        for path in (self.config.uwsgi_log, self.config.keystone_log):
-            try:
-                text = path.read_text(errors="replace")
-            except FileNotFoundError:
-                continue
-            parts.append(f"--- last {lines} lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:]))
-        return "\n".join(parts) or f"(no logs in {self.state_dir})"
-
-    # -- stop ----------------------------------------------------------------
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the group, SIGKILL after `timeout`, then wait for the port. Idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if not self._worker_ready():
-            timeout = 0.0  # a worker still importing ignores SIGTERM (uWSGI's 60 s mercy)
-        try:
-            terminate_group(proc.pid, timeout)
-            proc.wait(timeout=5)
-        finally:
-            self._proc = None
-            self._tokens = None
-            atexit.unregister(self._stop_at_exit)
-        self.config.pidfile.unlink(missing_ok=True)
-        if not wait_port_free(self.port, 5.0):
-            raise RuntimeError(f"port {self.port} still in use after Keystone stopped")
-
-    def detach(self) -> None:
-        """Let the server outlive this Python process (used by `python -m localglance start`)."""
-        atexit.unregister(self._stop_at_exit)
-        self._proc = None
-
-    def _stop_at_exit(self) -> None:
-        self.stop()
-
-    def __enter__(self) -> KeystoneServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        parts = [tail(path, lines) for path in (self.config.uwsgi_log, self.config.keystone_log)]
+        return "\n".join(part for part in parts if part) or f"(no logs in {self.state_dir})"
 
 
 def _new_secrets() -> Secrets:

@@ -22,8 +22,8 @@ from .keystone_config import (
     user_name,
 )
 from .paths import DEFAULT_STATE_DIR, DEFAULT_VENV_DIR
-from .ports import wait_port_free
-from .procs import recorded_leader, stop_recorded_leader
+from .procs import recorded_leader
+from .uwsgi import stop_recorded
 
 # A cached token is fetched again when it has less than this left (Keystone's default lifetime: 1 h).
 TOKEN_MARGIN = timedelta(minutes=5)
@@ -99,13 +99,7 @@ def recorded_keystone(state_dir: Path) -> tuple[int, str] | None:
 
 
 def stop_recorded_keystone(state_dir: Path, timeout: float = 10.0) -> int | None:
-    state_dir = state_dir.resolve()
-    ini = state_dir / "etc" / "keystone-uwsgi.ini"
-    port = read_port(ini)
-    pid = stop_recorded_leader(state_dir / "uwsgi.pid", ini, timeout)
-    if pid is not None and port is not None and not wait_port_free(port, 5.0):
-        raise RuntimeError(f"port {port} still in use after Keystone stopped")
-    return pid
+    return stop_recorded("Keystone", state_dir, "keystone-uwsgi.ini", timeout)
 
 
 def recorded_tokens(state_dir: Path) -> Tokens:

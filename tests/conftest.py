@@ -36,12 +36,8 @@ __all__ = ["error_info"]  # re-exported: the ErrorInfo reader lives in integrati
 @pytest.fixture(scope="session")
 def glance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GlanceServer]:
     """A real Glance 33 for the whole session; 3 workers so a stuck request does not block the others."""
-    server = GlanceServer(state_dir=tmp_path_factory.mktemp("glance"), processes=3)
-    server.start()
-    try:
+    with GlanceServer(state_dir=tmp_path_factory.mktemp("glance"), processes=3) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -110,12 +106,8 @@ def module_images(stub: pb_grpc.ImageServiceStub, glance: GlanceServer) -> Itera
 @pytest.fixture(scope="session")
 def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeystoneServer]:
     """A real Keystone 30 for the whole session, seeded with projects alpha, beta and service."""
-    server = KeystoneServer(state_dir=tmp_path_factory.mktemp("keystone"))
-    server.start()
-    try:
+    with KeystoneServer(state_dir=tmp_path_factory.mktemp("keystone")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -123,14 +115,10 @@ def keystone_glance(
     keystone: KeystoneServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GlanceServer]:
     """A second real Glance that validates X-Auth-Token against `keystone` (upstream default policies)."""
-    server = GlanceServer(
+    with GlanceServer(
         state_dir=tmp_path_factory.mktemp("keystone-glance"), processes=2, auth="keystone", keystone=keystone
-    )
-    server.start()
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -43,6 +44,8 @@ ERROR_DOMAIN = "glance-grpc-gateway"
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 
 JsonObject = dict[str, Any]
+# gRPC call metadata: (key, value) pairs, e.g. Identities.metadata(project, role).
+Metadata = tuple[tuple[str, str], ...]
 
 
 # -- small things ------------------------------------------------------------
@@ -89,10 +92,14 @@ def add_requests(spec: pb.ImageSpec, chunks: Iterable[bytes] = ()) -> Iterator[p
 
 
 def download(
-    stub: pb_grpc.ImageServiceStub, request: pb.GetImageRequest, timeout: float = 60.0
+    stub: pb_grpc.ImageServiceStub,
+    request: pb.GetImageRequest,
+    timeout: float = 60.0,
+    metadata: Metadata = (),
 ) -> tuple[pb.DownloadHeader, bytes]:
-    """A whole GetImage call: its header and the data that followed (for small images only)."""
-    responses = iter(stub.GetImage(request, timeout=timeout))
+    """A whole GetImage call (with `metadata`, e.g. a token): its header and the data that followed (for
+    small images only)."""
+    responses = iter(stub.GetImage(request, timeout=timeout, metadata=metadata))
     first = next(responses)
     assert first.WhichOneof("content") == "header", "the first GetImage message must be the header"
     data = bytearray()
@@ -113,6 +120,21 @@ def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
             detail.Unpack(info)
             return info
     raise AssertionError(f"no ErrorInfo among the details of {err.code()}: {err.details()}")
+
+
+def expect_error(
+    call: Callable[[], object],
+    code: grpc.StatusCode,
+    reason: str,
+    glance_status: int | None,
+    image_id: str | None = None,
+) -> str:
+    """Runs `call`, which must fail so (see assert_error); the status message."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert_error(caught.value, code, reason, glance_status=glance_status, image_id=image_id)
+    assert isinstance(caught.value, grpc.Call)
+    return caught.value.details() or ""
 
 
 def assert_error(
@@ -224,10 +246,11 @@ def start_refused(glance_url: str, *extra_args: str) -> GatewayProcess:
 
 
 class LoopbackHttpServer:
-    """`with Server() as server:` a ThreadingHTTPServer on 127.0.0.1 serving `handler` on a thread."""
+    """`with Server() as server:` a ThreadingHTTPServer on 127.0.0.1 (`port`, else a free one) serving
+    `handler` on a thread."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str, port: int = 0) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import pytest
@@ -26,6 +25,7 @@ from .support import (
     KIB,
     MIB,
     ImageTracker,
+    LoopbackHttpServer,
     StartGateway,
     assert_error,
     chunks_of,
@@ -142,7 +142,7 @@ def test_copy_image_adds_a_store_and_copying_there_again_is_already_exists(
 # -- web-download -----------------------------------------------------------------------------------------
 
 
-class WebServer:
+class WebServer(LoopbackHttpServer):
     """Serves DATA at /image.raw (anything else 404) on 127.0.0.1:<port>, counting the requests."""
 
     def __init__(self, port: int) -> None:
@@ -162,21 +162,8 @@ class WebServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web-download", daemon=True)
+        super().__init__(Handler, "web-download", port)
         self.url = f"http://127.0.0.1:{port}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture

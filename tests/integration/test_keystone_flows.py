@@ -23,8 +23,10 @@ from generated.glance.gateway.v1 import image_service_pb2 as pb
 from generated.glance.gateway.v1 import image_service_pb2_grpc as pb_grpc
 from integration.support import (
     KIB,
+    Metadata,
     add_requests,
     assert_error,
+    download,
     http,
     new_id,
     pseudo_random_chunks,
@@ -40,7 +42,6 @@ WATCH_TIMEOUT = 60.0
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 AddAs = Callable[..., pb.Image]
-Metadata = tuple[tuple[str, str], ...]
 
 
 @pytest.fixture
@@ -115,9 +116,9 @@ def watch(stub: pb_grpc.ImageServiceStub, image_id: str, who: Metadata) -> list[
 
 
 def download_as(stub: pb_grpc.ImageServiceStub, request: pb.GetImageRequest, who: Metadata) -> bytes:
-    responses = list(stub.GetImage(request, metadata=who, timeout=60))
-    assert responses[0].WhichOneof("content") == "header" and responses[0].header.verified
-    return b"".join(message.data for message in responses[1:])
+    header, data = download(stub, request, metadata=who)
+    assert header.verified
+    return data
 
 
 # -- glance-direct ------------------------------------------------------------------------------------------

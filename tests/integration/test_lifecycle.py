@@ -20,9 +20,11 @@ from localglance.keystone_config import REGISTERED_LIMITS
 
 from .support import (
     ImageTracker,
+    Metadata,
     add_requests,
     assert_error,
     download,
+    expect_error,
     glance_image,
     http,
     new_id,
@@ -31,7 +33,6 @@ from .support import (
 
 C = grpc.StatusCode
 DATA = b"lifecycle " * 500
-Metadata = tuple[tuple[str, str], ...]
 
 
 def deactivate(stub: pb_grpc.ImageServiceStub, image_id: str, metadata: Metadata = ()) -> None:
@@ -46,27 +47,6 @@ def status_of(stub: pb_grpc.ImageServiceStub, image_id: str, metadata: Metadata 
     request = pb.GetImageMetaRequest(image_id=image_id)
     status: int = stub.GetImageMeta(request, metadata=metadata, timeout=30).image.status
     return status
-
-
-def download_as(stub: pb_grpc.ImageServiceStub, image_id: str, metadata: Metadata) -> bytes:
-    responses = list(stub.GetImage(pb.GetImageRequest(image_id=image_id), metadata=metadata, timeout=60))
-    assert responses[0].WhichOneof("content") == "header"
-    return b"".join(message.data for message in responses[1:])
-
-
-def expect_error(
-    call: Callable[[], object],
-    code: grpc.StatusCode,
-    reason: str,
-    glance_status: int | None,
-    image_id: str | None = None,
-) -> str:
-    """Runs `call`, which must fail so; the status message."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    assert_error(caught.value, code, reason, glance_status=glance_status, image_id=image_id)
-    assert isinstance(caught.value, grpc.Call)
-    return caught.value.details() or ""
 
 
 # -- noauth Glance ---------------------------------------------------------------------------------------
@@ -223,16 +203,16 @@ def test_a_deactivated_image_is_not_for_its_project(
     assert status_of(keystone_stub, image_id, member) == pb.IMAGE_STATUS_DEACTIVATED
     for who in (member, identities.metadata("beta", "member")):
         message = expect_error(
-            partial(download_as, keystone_stub, image_id, who),
+            partial(download, keystone_stub, pb.GetImageRequest(image_id=image_id), metadata=who),
             C.FAILED_PRECONDITION,
             "IMAGE_DEACTIVATED",
             403,
             image_id,
         )
         assert "deactivated" in message
-    assert download_as(keystone_stub, image_id, admin) == DATA
+    assert download(keystone_stub, pb.GetImageRequest(image_id=image_id), metadata=admin)[1] == DATA
     reactivate(keystone_stub, image_id, admin)
-    assert download_as(keystone_stub, image_id, member) == DATA
+    assert download(keystone_stub, pb.GetImageRequest(image_id=image_id), metadata=member)[1] == DATA
 
 
 @pytest.mark.parametrize("who", [("alpha", "reader"), ("beta", "member"), ("admin", "admin")])

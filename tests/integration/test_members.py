@@ -25,6 +25,7 @@ from .support import (
     ImageTracker,
     add_requests,
     assert_error,
+    download,
     glance_image,
     http,
     new_id,
@@ -289,13 +290,6 @@ def shared_by_alpha(
         assert status in (204, 404), raw
 
 
-def download_as(
-    stub: pb_grpc.ImageServiceStub, image_id: str, metadata: tuple[tuple[str, str], ...]
-) -> bytes:
-    messages = stub.GetImage(pb.GetImageRequest(image_id=image_id), metadata=metadata, timeout=30)
-    return b"".join(message.data for message in messages)
-
-
 def test_sharing_between_two_projects(
     keystone_stub: pb_grpc.ImageServiceStub,
     keystone_glance: GlanceServer,
@@ -328,7 +322,8 @@ def test_sharing_between_two_projects(
     assert not listed(beta)
     assert listed(beta, pb.MEMBER_STATUS_FILTER_PENDING) and listed(beta, pb.MEMBER_STATUS_FILTER_ALL)
     assert not listed(beta, pb.MEMBER_STATUS_FILTER_ACCEPTED)
-    assert download_as(stub, image.id, identities.metadata(*beta)) == DATA
+    _, data = download(stub, pb.GetImageRequest(image_id=image.id), metadata=identities.metadata(*beta))
+    assert data == DATA
 
     # Only the member project's members answer for it: not the owner, not a reader.
     for who in (alpha, ("beta", "reader")):

@@ -11,7 +11,7 @@ one copy.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -23,8 +23,8 @@ from localglance import GlanceServer, Identities
 from .support import (
     ImageTracker,
     add_requests,
-    assert_error,
     download,
+    expect_error,
     glance_image,
     http,
     new_id,
@@ -41,28 +41,6 @@ def delete_from(
 ) -> None:
     request = pb.DeleteImageFromStoreRequest(image_id=image_id, store_id=store_id)
     stub.DeleteImageFromStore(request, metadata=metadata, timeout=30)
-
-
-def expect_error(
-    call: Callable[[], object],
-    code: grpc.StatusCode,
-    reason: str,
-    glance_status: int | None,
-    image_id: str | None = None,
-) -> str:
-    """Runs `call` (no arguments), which must fail so; the status message."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    assert_error(caught.value, code, reason, glance_status=glance_status, image_id=image_id)
-    assert isinstance(caught.value, grpc.Call)
-    return caught.value.details() or ""
-
-
-def download_as(
-    stub: pb_grpc.ImageServiceStub, image_id: str, metadata: tuple[tuple[str, str], ...]
-) -> tuple[pb.DownloadHeader, bytes]:
-    responses = list(stub.GetImage(pb.GetImageRequest(image_id=image_id), metadata=metadata, timeout=60))
-    return responses[0].header, b"".join(message.data for message in responses[1:])
 
 
 # -- noauth Glance ---------------------------------------------------------------------------------------
@@ -206,7 +184,7 @@ def test_an_admin_deletes_the_copy_in_one_of_two_stores(
 
     image = keystone_stub.GetImageMeta(pb.GetImageMetaRequest(image_id=alpha_image.id), metadata=member).image
     assert list(image.stores) == ["file"] and image.status == pb.IMAGE_STATUS_ACTIVE
-    header, data = download_as(keystone_stub, alpha_image.id, member)
+    header, data = download(keystone_stub, pb.GetImageRequest(image_id=alpha_image.id), metadata=member)
     assert data == DATA and header.verified
     # Now the last copy: refused even to the admin.
     expect_error(
